@@ -1,0 +1,38 @@
+# Two commands do everything: `make demo` and `make test`. Both create the virtualenv if needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_DIR := runs/demo
+
+.PHONY: install demo test lint benchmark clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev,ray,postgres]"
+	touch $(STAMP)
+
+demo: install
+	rm -rf $(DEMO_DIR)
+	$(BIN)/automl search --data builtin:breast_cancer --out $(DEMO_DIR) \
+		--space search_spaces/tabular.yaml --trials 25 --time-budget 150 --seed 0
+	$(BIN)/automl ensemble $(DEMO_DIR)
+	$(BIN)/automl report $(DEMO_DIR)
+	$(BIN)/automl predict $(DEMO_DIR) --data builtin:breast_cancer --out $(DEMO_DIR)/predictions.csv
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check automl scripts tests
+	$(BIN)/ruff format --check automl scripts tests
+
+benchmark: install
+	$(BIN)/python scripts/benchmark.py --budget 120 \
+		../shared/data/credit_g.csv.gz:class ../shared/data/phoneme.csv.gz:Class
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

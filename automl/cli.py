@@ -1,0 +1,173 @@
+"""The `automl` command: search, ensemble, report, predict.
+
+`main(argv) -> int` is the contract scripts and tests use. Bad input prints one line,
+`error: ...`, and returns 2; nothing heavy (TensorFlow, Ray) is imported at start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from automl.errors import UserInputError
+
+EXIT_USER_ERROR = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="automl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    search = sub.add_parser("search", help="search models and hyperparameters on a dataset")
+    search.add_argument(
+        "--data", required=True, help="CSV (.csv, .csv.gz), Parquet, or builtin:NAME"
+    )
+    search.add_argument("--target", help="target column (default 'target' for builtin: data)")
+    search.add_argument("--out", required=True, help="run directory to create or resume")
+    search.add_argument("--space", action="append", help="search-space YAML (repeatable)")
+    search.add_argument("--sampler", default="tpe", help="tpe or random (default tpe)")
+    search.add_argument("--backend", default="optuna", help="optuna or hyperopt (default optuna)")
+    search.add_argument("--trials", type=int, help="number of finished trials to reach")
+    search.add_argument("--time-budget", type=float, help="seconds of search, across resumes")
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--test-size", type=float, default=0.2)
+    search.add_argument("--test-data", help="held-out test file instead of a --test-size split")
+    search.add_argument("--storage", help="SQLAlchemy URL of the study (default RUN_DIR/study.db)")
+    search.add_argument("--resume", action="store_true", help="continue the search in --out")
+    search.add_argument("--task", help="binary, multiclass or regression (default: inferred)")
+    search.add_argument("--metric", help="objective metric (default by task)")
+    search.add_argument("--threads", type=int, help="threads per trial (default: all cores)")
+
+    ensemble = sub.add_parser("ensemble", help="fit ensembles on a run's saved predictions")
+    ensemble.add_argument("run_dir")
+    ensemble.add_argument(
+        "--method", action="append", help="nelder-mead, greedy or mean (repeatable)"
+    )
+    ensemble.add_argument("--recipe", action="append", help="ensembles/*.yaml recipe (repeatable)")
+    ensemble.add_argument("--top-k", type=int, default=20, help="members in the pool (default 20)")
+
+    report = sub.add_parser("report", help="write leaderboard.csv/.md and report.html")
+    report.add_argument("run_dir")
+
+    predict = sub.add_parser("predict", help="predict new data with the best ensemble or model")
+    predict.add_argument("run_dir")
+    predict.add_argument("--data", required=True)
+    predict.add_argument("--out", required=True, help="CSV file to write")
+    predict.add_argument("--model", default="best", help="best, best_single or a trial number")
+    return parser
+
+
+def _search(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from automl.data import BUILTIN_PREFIX, BUILTIN_TARGET
+    from automl.report import format_table, leaderboard_rows
+    from automl.run import RunDir
+    from automl.search.loop import run_search
+
+    target = args.target
+    if target is None:
+        if not args.data.startswith(BUILTIN_PREFIX):
+            raise UserInputError("--target is required (the column to predict)")
+        target = BUILTIN_TARGET
+    if args.resume and not RunDir(args.out).exists():
+        raise UserInputError(f"--resume: {args.out} holds no search to resume (no run.json)")
+    summary = run_search(
+        data=args.data,
+        target=target,
+        out=args.out,
+        spaces=args.space,
+        sampler=args.sampler,
+        backend=args.backend,
+        trials=args.trials,
+        time_budget=args.time_budget,
+        seed=args.seed,
+        test_size=args.test_size,
+        test_data=args.test_data,
+        storage=args.storage,
+        task=args.task,
+        metric=args.metric,
+        threads=args.threads,
+        argv=["automl", *argv],
+    )
+    print(format_table(leaderboard_rows(RunDir(summary.run_dir))))
+    print(f"run directory: {summary.run_dir}")
+    return 0
+
+
+def _ensemble(args: argparse.Namespace) -> int:
+    from automl.ensemble import METHODS
+    from automl.ensemble.build import Recipe, build_ensemble, load_recipe
+    from automl.report import format_table, write_leaderboard
+    from automl.run import RunDir
+
+    run = RunDir(args.run_dir)
+    run.info()
+    if args.top_k < 1:
+        raise UserInputError(f"--top-k must be a positive whole number; got {args.top_k}")
+    recipes = [load_recipe(path) for path in args.recipe or []]
+    for method in args.method or ([] if recipes else list(METHODS)):
+        if method not in METHODS:
+            raise UserInputError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
+        recipes.append(Recipe(method=method, top_k=args.top_k))
+    for recipe in recipes:
+        summary = build_ensemble(run, recipe)
+        weights = ", ".join(f"{m['name']} {m['weight']:.2f}" for m in summary["members"][:6])
+        more = f" +{len(summary['members']) - 6} more" if len(summary["members"]) > 6 else ""
+        print(
+            f"ensemble {summary['name']}: val {summary['metric']} {summary['val_score']:.4f}, "
+            f"test {summary['test_score']:.4f} "
+            f"(best single: val {summary['best_single']['val_score']:.4f}, "
+            f"test {summary['best_single']['test_score']:.4f}) | {weights}{more}"
+        )
+    print(format_table(write_leaderboard(run)))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from automl.report import write_report
+    from automl.run import RunDir
+
+    path = write_report(RunDir(args.run_dir))
+    print(f"report: {path}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from automl.data import read_table
+    from automl.io import write_text_atomic
+    from automl.predict import load_predictor
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise UserInputError(f"--out {out}: is a directory; expected a CSV file path")
+    predictor = load_predictor(args.run_dir, which=args.model)
+    frame = read_table(args.data)
+    predictions = predictor.predict_frame(frame, source=args.data)
+    write_text_atomic(out, predictions.to_csv(index=False))
+    print(f"{len(predictions)} predictions from {predictor.name} written to {out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    handlers = {
+        "search": lambda: _search(args, argv),
+        "ensemble": lambda: _ensemble(args),
+        "report": lambda: _report(args),
+        "predict": lambda: _predict(args),
+    }
+    try:
+        return handlers[args.command]()
+    except UserInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def entry_point() -> None:
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""Loading tabular data, checking it, inferring the task and splitting it.
+
+Everything the user hands us is checked here, before a run directory is written, and every
+problem becomes a `UserInputError` naming the file and column and what was expected.
+The test part is split off first and is never given to the search or the ensemble.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from automl.errors import UserInputError
+
+TASKS = ("binary", "multiclass", "regression")
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_TARGET = "target"
+# Integer targets with at most this many distinct values are classes, not quantities.
+MAX_CLASSES_FOR_INTEGER_TARGET = 20
+# A text column is read as numeric garbage when at least this share of its values are numbers.
+NUMERIC_SHARE_FOR_GARBAGE = 0.9
+
+
+def _builtin_loaders() -> dict[str, Any]:
+    from sklearn import datasets
+
+    return {
+        "breast_cancer": datasets.load_breast_cancer,
+        "wine": datasets.load_wine,
+        "digits": datasets.load_digits,
+        "diabetes": datasets.load_diabetes,
+        "iris": datasets.load_iris,
+    }
+
+
+BUILTIN_NAMES = ("breast_cancer", "wine", "digits", "diabetes", "iris")
+
+
+def read_table(spec: str) -> pd.DataFrame:
+    """Read a CSV (plain or .gz), a Parquet file, or `builtin:NAME` into a DataFrame."""
+    if spec.startswith(BUILTIN_PREFIX):
+        return _read_builtin(spec[len(BUILTIN_PREFIX) :])
+    path = Path(spec)
+    if not path.exists():
+        raise UserInputError(f"{spec}: file not found")
+    if path.is_dir():
+        raise UserInputError(f"{spec}: is a directory, expected a CSV or Parquet file")
+    if path.stat().st_size == 0:
+        raise UserInputError(f"{spec}: the file is empty")
+    name = path.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        frame = _read_parquet(path)
+    elif name.endswith((".csv", ".csv.gz", ".txt", ".tsv", ".gz")):
+        frame = _read_csv(path)
+    else:
+        raise UserInputError(f"{spec}: unknown file type; expected .csv, .csv.gz or .parquet")
+    if frame.shape[0] == 0:
+        raise UserInputError(f"{spec}: has a header but no data rows")
+    return frame
+
+
+def _read_builtin(name: str) -> pd.DataFrame:
+    loaders = _builtin_loaders()
+    if name not in loaders:
+        raise UserInputError(
+            f"builtin:{name}: unknown built-in dataset; expected one of {', '.join(BUILTIN_NAMES)}"
+        )
+    bunch = loaders[name](as_frame=True)
+    frame = bunch.frame.copy()
+    frame.columns = [str(c) for c in frame.columns]
+    if name != "diabetes" and name != "digits":  # class names read better than codes
+        names = np.asarray(bunch.target_names)
+        frame[BUILTIN_TARGET] = names[frame[BUILTIN_TARGET].to_numpy()]
+    return frame
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    sep = "\t" if path.name.lower().endswith((".tsv", ".tsv.gz")) else ","
+    try:
+        header = pd.read_csv(path, sep=sep, nrows=0, header=None, dtype=str)
+        frame = pd.read_csv(path, sep=sep, low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise UserInputError(f"{path}: the file is empty") from None
+    except UnicodeDecodeError:
+        raise UserInputError(
+            f"{path}: not a text CSV file (could not decode it as UTF-8)"
+        ) from None
+    except (pd.errors.ParserError, ValueError, OSError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserInputError(f"{path}: not a readable CSV file ({first})") from None
+    names = [str(n) for n in header.iloc[0].tolist()] if header.shape[0] else []
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise UserInputError(f"{path}: duplicate column names {duplicated}; names must be unique")
+    if frame.shape[1] == 1 and frame.shape[0] > 0 and any(d in names[0] for d in ";|\t"):
+        raise UserInputError(
+            f"{path}: found a single column {names[0]!r}; expected comma-separated values"
+        )
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises many types for a bad file
+        raise UserInputError(f"{path}: not a readable Parquet file ({exc})") from None
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
+def data_fingerprint(spec: str) -> str:
+    """sha256 of the data file (or of the built-in's name): recorded, and checked on resume."""
+    if spec.startswith(BUILTIN_PREFIX):
+        return "builtin:" + hashlib.sha256(spec.encode()).hexdigest()
+    digest = hashlib.sha256()
+    with open(spec, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Features
+
+
+@dataclass
+class Schema:
+    """Feature columns in order, with their kind; what `predict` data must provide."""
+
+    numeric: list[str]
+    categorical: list[str]
+
+    @property
+    def columns(self) -> list[str]:
+        return self.numeric + self.categorical
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"numeric": self.numeric, "categorical": self.categorical}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, list[str]]) -> Schema:
+        return cls(numeric=list(data["numeric"]), categorical=list(data["categorical"]))
+
+
+def infer_schema(features: pd.DataFrame, source: str) -> Schema:
+    """Decide which columns are numeric and which categorical, rejecting garbage and infinities."""
+    numeric, categorical = [], []
+    for column in features.columns:
+        values = features[column]
+        if values.isna().all():
+            continue  # carries no information; predict data need not have it either
+        if pd.api.types.is_bool_dtype(values):
+            categorical.append(column)
+        elif pd.api.types.is_numeric_dtype(values) or _mostly_numeric(values, source, column):
+            numeric.append(column)
+        else:
+            categorical.append(column)
+    if not numeric and not categorical:
+        raise UserInputError(f"{source}: no feature columns with values besides the target")
+    return Schema(numeric=numeric, categorical=categorical)
+
+
+def _mostly_numeric(values: pd.Series, source: str, column: str) -> bool:
+    present = values.dropna()
+    parsed = pd.to_numeric(present, errors="coerce")
+    bad = present[parsed.isna()]
+    if len(bad) == 0:
+        return True
+    if len(present) and 1 - len(bad) / len(present) >= NUMERIC_SHARE_FOR_GARBAGE:
+        examples = ", ".join(repr(v) for v in bad.unique()[:3])
+        rows = ", ".join(str(i) for i in bad.index[:3])
+        raise UserInputError(
+            f"{source}: column {column!r} is numeric except for {len(bad)} value(s) such as "
+            f"{examples} (rows {rows}); fix them or leave those cells empty"
+        )
+    return False
+
+
+def coerce_features(frame: pd.DataFrame, schema: Schema, source: str) -> pd.DataFrame:
+    """The schema's columns in order, numeric ones as float; checks what predict is given."""
+    missing = [c for c in schema.columns if c not in frame.columns]
+    if missing:
+        shown = ", ".join(repr(c) for c in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise UserInputError(
+            f"{source}: missing feature column(s) {shown}; the model was trained on them"
+        )
+    out = frame[schema.columns].copy()
+    for column in schema.numeric:
+        values = out[column]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            parsed = pd.to_numeric(values, errors="coerce")
+            bad = values[parsed.isna() & values.notna()]
+            if len(bad):
+                raise UserInputError(
+                    f"{source}: column {column!r} must be numeric; found {bad.iloc[0]!r} "
+                    f"(row {bad.index[0]})"
+                )
+            values = parsed
+        values = values.astype(float)
+        if np.isinf(values.to_numpy()).any():
+            row = int(np.flatnonzero(np.isinf(values.to_numpy()))[0])
+            raise UserInputError(
+                f"{source}: column {column!r} has infinite values (row {row}); "
+                "replace them or leave those cells empty"
+            )
+        out[column] = values
+    for column in schema.categorical:
+        out[column] = out[column].astype("object").where(out[column].notna(), None)
+        out[column] = out[column].map(lambda v: v if v is None else str(v))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Target and task
+
+
+def infer_task(y: pd.Series) -> str:
+    """binary for two values, multiclass for text or few integers, regression otherwise."""
+    distinct = y.nunique(dropna=True)
+    if distinct == 2:
+        return "binary"
+    if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
+        return "multiclass"
+    values = y.dropna().to_numpy(dtype=float)
+    is_integer = np.all(np.equal(np.mod(values, 1), 0))
+    if is_integer and distinct <= MAX_CLASSES_FOR_INTEGER_TARGET:
+        return "multiclass"
+    return "regression"
+
+
+@dataclass
+class Target:
+    task: str
+    classes: list[Any] = field(default_factory=list)  # original labels, in code order
+
+    def encode(self, y: pd.Series) -> np.ndarray:
+        if self.task == "regression":
+            return y.to_numpy(dtype=float)
+        lookup = {label: code for code, label in enumerate(self.classes)}
+        return np.array([lookup[_label(v)] for v in y], dtype=np.int64)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        return np.asarray(self.classes, dtype=object)[codes]
+
+
+def _label(value: Any) -> Any:
+    """Plain Python labels so they survive JSON (numpy ints become ints, floats like 1.0 stay)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def make_target(y: pd.Series, task: str | None, source: str, column: str) -> Target:
+    if task is not None and task not in TASKS:
+        raise UserInputError(f"--task must be one of {', '.join(TASKS)}; got {task!r}")
+    task = task or infer_task(y)
+    if task == "regression":
+        if not pd.api.types.is_numeric_dtype(y):
+            parsed = pd.to_numeric(y, errors="coerce")
+            if parsed.isna().any():
+                raise UserInputError(
+                    f"{source}: target {column!r} must be numeric for regression; "
+                    f"found {y[parsed.isna()].iloc[0]!r}"
+                )
+        return Target(task="regression")
+    classes = sorted({_label(v) for v in y}, key=lambda v: (str(type(v)), v))
+    if len(classes) < 2:
+        raise UserInputError(
+            f"{source}: target {column!r} has a single class {classes[0]!r}; "
+            "need at least two to learn anything"
+        )
+    if task == "binary" and len(classes) != 2:
+        raise UserInputError(
+            f"{source}: target {column!r} has {len(classes)} classes; --task binary needs exactly 2"
+        )
+    return Target(task=task, classes=classes)
+
+
+# --------------------------------------------------------------------------------------------
+# The dataset a search sees
+
+
+@dataclass
+class Dataset:
+    """Train (split into fit and validation parts) and test, with the schema and the target."""
+
+    schema: Schema
+    target: Target
+    x_fit: pd.DataFrame
+    y_fit: np.ndarray
+    x_val: pd.DataFrame
+    y_val: np.ndarray
+    x_test: pd.DataFrame
+    y_test: np.ndarray
+
+    @property
+    def task(self) -> str:
+        return self.target.task
+
+
+def split_target(frame: pd.DataFrame, target: str, source: str) -> tuple[pd.DataFrame, pd.Series]:
+    if target not in frame.columns:
+        shown = ", ".join(repr(c) for c in list(frame.columns)[:10])
+        more = " ..." if frame.shape[1] > 10 else ""
+        raise UserInputError(f"{source}: no column {target!r}; columns are {shown}{more}")
+    y = frame[target]
+    if y.isna().all():
+        raise UserInputError(f"{source}: target column {target!r} has no values (all missing)")
+    keep = y.notna()
+    return frame.loc[keep].drop(columns=[target]), y[keep]
+
+
+def load_dataset(
+    data: str,
+    target: str,
+    *,
+    task: str | None = None,
+    test_data: str | None = None,
+    test_size: float = 0.2,
+    val_size: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
+    """Read, check and split the data; every problem is a UserInputError with a clear line."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < test_size < 1:
+        raise UserInputError(f"--test-size must be between 0 and 1 (exclusive); got {test_size}")
+    features, y = split_target(read_table(data), target, data)
+    schema = infer_schema(features, data)
+    tgt = make_target(y, task, data, target)
+    x_all = coerce_features(features, schema, data)
+    y_all = tgt.encode(y) if tgt.task != "regression" else pd.to_numeric(y).to_numpy(float)
+
+    if test_data is not None:
+        test_features, test_y = split_target(read_table(test_data), target, test_data)
+        x_train, y_train = x_all, y_all
+        x_test = coerce_features(test_features, schema, test_data)
+        unknown = set(map(_label, test_y)) - set(tgt.classes) if tgt.task != "regression" else set()
+        if unknown:
+            raise UserInputError(
+                f"{test_data}: target {target!r} has labels {sorted(map(str, unknown))} "
+                "that the training data does not have"
+            )
+        y_test = tgt.encode(test_y) if tgt.task != "regression" else test_y.to_numpy(float)
+    else:
+        x_train, x_test, y_train, y_test = train_test_split(
+            x_all, y_all, test_size=test_size, random_state=seed, stratify=_strata(tgt, y_all)
+        )
+    x_fit, x_val, y_fit, y_val = train_test_split(
+        x_train, y_train, test_size=val_size, random_state=seed, stratify=_strata(tgt, y_train)
+    )
+    if tgt.task != "regression" and len(np.unique(y_fit)) < 2:
+        raise UserInputError(f"{data}: too few rows of the minority class to train on")
+    return Dataset(
+        schema=schema,
+        target=tgt,
+        x_fit=x_fit.reset_index(drop=True),
+        y_fit=np.asarray(y_fit),
+        x_val=x_val.reset_index(drop=True),
+        y_val=np.asarray(y_val),
+        x_test=x_test.reset_index(drop=True),
+        y_test=np.asarray(y_test),
+    )
+
+
+def _strata(target: Target, y: np.ndarray) -> np.ndarray | None:
+    """Stratify classification splits when every class has at least two rows."""
+    if target.task == "regression":
+        return None
+    _, counts = np.unique(y, return_counts=True)
+    return y if counts.min() >= 2 else None

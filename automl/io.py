@@ -1,0 +1,92 @@
+"""Files that readers can trust: atomic writes, and a sha256 manifest checked before loading.
+
+Every artifact goes through `write_bytes_atomic` (temporary file, fsync, rename), so a reader
+never sees half a file after a crash. A directory's `manifest.json` records the sha256 of each
+artifact; `verify` refuses a file whose bytes changed, before anything unpickles it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from automl.errors import IntegrityError
+
+MANIFEST = "manifest.json"
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that the file is either the old one or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialize {type(obj).__name__} to JSON")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(directory: Path, names: list[str]) -> None:
+    """Record the sha256 of each named file in `directory/manifest.json`."""
+    directory = Path(directory)
+    entries = {name: sha256_file(directory / name) for name in sorted(names)}
+    write_json_atomic(directory / MANIFEST, entries)
+
+
+def verify(directory: Path, name: str) -> Path:
+    """Return the path of `name` after checking its sha256 against the directory's manifest."""
+    directory = Path(directory)
+    path = directory / name
+    manifest_path = directory / MANIFEST
+    if not manifest_path.exists():
+        raise IntegrityError(f"{manifest_path}: missing; refusing to load {path}")
+    expected = read_json(manifest_path).get(name)
+    if expected is None:
+        raise IntegrityError(f"{path}: not listed in {manifest_path}; refusing to load it")
+    if not path.exists():
+        raise IntegrityError(f"{path}: listed in the manifest but missing")
+    if sha256_file(path) != expected:
+        raise IntegrityError(
+            f"{path}: sha256 does not match {manifest_path} (file changed after it was written); "
+            "refusing to load it"
+        )
+    return path

@@ -1,0 +1,66 @@
+"""The model families a search space can name: a registry that is a plain dict.
+
+Each family says which parameters its YAML may set, how its features are encoded, how to build
+an estimator from a configuration, and how to load a saved one. Nothing here imports
+TensorFlow: the Keras family imports it only when a Keras model is built or loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a builder needs besides the configuration."""
+
+    task: str
+    n_classes: int
+    seed: int = 0
+    threads: int = 1
+
+
+class Model(Protocol):
+    """Our estimator contract: fit with the validation part at hand, predict arrays, save files."""
+
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        x_val: np.ndarray,
+        y_val: np.ndarray,
+        deadline: float | None = None,
+    ) -> Model: ...
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities (n, n_classes) for classification, values (n,) for regression."""
+        ...
+
+    def save(self, directory: Path) -> list[str]:
+        """Write the model's files into `directory`; return their names for the manifest."""
+        ...
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    params: frozenset[str]
+    encoding: str  # "onehot" (scaled numbers, one-hot categories) or "ordinal" (trees)
+    build: Callable[[dict[str, Any], BuildContext], Model]
+    load: Callable[[Path], Model]
+    uses_keras: bool = False
+
+
+def _families() -> dict[str, Family]:
+    from automl.models import keras_mlp, sklearn_models
+
+    families = [*sklearn_models.FAMILIES, *keras_mlp.FAMILIES]
+    return {family.name: family for family in families}
+
+
+FAMILIES: dict[str, Family] = _families()

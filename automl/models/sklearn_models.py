@@ -1,0 +1,178 @@
+"""Tree and linear families: random forest, extra trees, LightGBM, histogram GB, logistic/ridge.
+
+Each builder maps a searched configuration onto the library's own estimator; `SklearnModel`
+gives them all our fit/predict/save contract.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+
+from automl.io import verify, write_bytes_atomic
+from automl.models import BuildContext, Family
+
+MODEL_FILE = "model.joblib"
+
+
+class SklearnModel:
+    """Wraps a scikit-learn-compatible estimator; `predict` returns probabilities or values."""
+
+    def __init__(self, estimator: Any, task: str, n_classes: int, uses_validation: bool = False):
+        self.estimator = estimator
+        self.task = task
+        self.n_classes = n_classes
+        self.uses_validation = uses_validation
+
+    def fit(self, x, y, x_val, y_val, deadline=None):  # noqa: ANN001, ANN201
+        if self.uses_validation:  # LightGBM stops boosting when the validation loss stalls
+            import lightgbm
+
+            self.estimator.fit(
+                x,
+                y,
+                eval_X=(x_val,),
+                eval_y=(y_val,),
+                callbacks=[lightgbm.early_stopping(50, verbose=False)],
+            )
+        else:
+            self.estimator.fit(x, y)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        if self.task == "regression":
+            return np.asarray(self.estimator.predict(x), dtype=float)
+        proba = np.asarray(self.estimator.predict_proba(x), dtype=float)
+        full = np.zeros((proba.shape[0], self.n_classes))
+        full[:, np.asarray(self.estimator.classes_, dtype=int)] = proba
+        return full
+
+    def save(self, directory: Path) -> list[str]:
+        import io
+
+        buffer = io.BytesIO()
+        joblib.dump(self, buffer)
+        write_bytes_atomic(Path(directory) / MODEL_FILE, buffer.getvalue())
+        return [MODEL_FILE]
+
+
+def load_sklearn(directory: Path) -> SklearnModel:
+    """Unpickle only after the file's sha256 matches the trial's manifest."""
+    return joblib.load(verify(directory, MODEL_FILE))
+
+
+def _forest(cls_name: str):  # noqa: ANN202
+    def build(params: dict[str, Any], ctx: BuildContext) -> SklearnModel:
+        from sklearn import ensemble
+
+        kind = "Classifier" if ctx.task != "regression" else "Regressor"
+        estimator_cls = getattr(ensemble, f"{cls_name}{kind}")
+        kwargs = dict(params)
+        if ctx.task == "regression":
+            kwargs.pop("class_weight", None)
+        estimator = estimator_cls(**kwargs, n_jobs=ctx.threads, random_state=ctx.seed)
+        return SklearnModel(estimator, ctx.task, ctx.n_classes)
+
+    return build
+
+
+FOREST_PARAMS = frozenset(
+    {
+        "n_estimators",
+        "max_depth",
+        "max_features",
+        "min_samples_leaf",
+        "min_samples_split",
+        "bootstrap",
+        "class_weight",
+        "criterion",
+        "max_samples",
+    }
+)
+
+
+def build_lightgbm(params: dict[str, Any], ctx: BuildContext) -> SklearnModel:
+    import lightgbm
+
+    kwargs = dict(params)
+    if ctx.task == "regression":
+        estimator = lightgbm.LGBMRegressor(**kwargs, n_jobs=ctx.threads, random_state=ctx.seed)
+    else:
+        estimator = lightgbm.LGBMClassifier(**kwargs, n_jobs=ctx.threads, random_state=ctx.seed)
+    return SklearnModel(estimator, ctx.task, ctx.n_classes, uses_validation=True)
+
+
+LIGHTGBM_PARAMS = frozenset(
+    {
+        "n_estimators",
+        "learning_rate",
+        "num_leaves",
+        "max_depth",
+        "min_child_samples",
+        "subsample",
+        "subsample_freq",
+        "colsample_bytree",
+        "reg_alpha",
+        "reg_lambda",
+        "min_split_gain",
+        "boosting_type",
+        "verbosity",
+        "class_weight",
+    }
+)
+
+
+def build_hist_gb(params: dict[str, Any], ctx: BuildContext) -> SklearnModel:
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    kwargs = dict(params)
+    if ctx.task == "regression":
+        kwargs.pop("class_weight", None)
+        estimator = HistGradientBoostingRegressor(**kwargs, random_state=ctx.seed)
+    else:
+        estimator = HistGradientBoostingClassifier(**kwargs, random_state=ctx.seed)
+    return SklearnModel(estimator, ctx.task, ctx.n_classes)
+
+
+HIST_GB_PARAMS = frozenset(
+    {
+        "learning_rate",
+        "max_iter",
+        "max_leaf_nodes",
+        "max_depth",
+        "min_samples_leaf",
+        "l2_regularization",
+        "max_features",
+        "early_stopping",
+        "class_weight",
+    }
+)
+
+
+def build_linear(params: dict[str, Any], ctx: BuildContext) -> SklearnModel:
+    """Logistic regression for classes, ridge for values; `C` is the inverse strength for both."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    c = float(params.get("C", 1.0))
+    if ctx.task == "regression":
+        return SklearnModel(Ridge(alpha=1.0 / c), ctx.task, ctx.n_classes)
+    estimator = LogisticRegression(
+        C=c,
+        class_weight=params.get("class_weight"),
+        max_iter=int(params.get("max_iter", 1000)),
+    )
+    return SklearnModel(estimator, ctx.task, ctx.n_classes)
+
+
+FAMILIES = [
+    Family("random_forest", FOREST_PARAMS, "ordinal", _forest("RandomForest"), load_sklearn),
+    Family("extra_trees", FOREST_PARAMS, "ordinal", _forest("ExtraTrees"), load_sklearn),
+    Family("lightgbm", LIGHTGBM_PARAMS, "ordinal", build_lightgbm, load_sklearn),
+    Family("hist_gb", HIST_GB_PARAMS, "ordinal", build_hist_gb, load_sklearn),
+    Family(
+        "linear", frozenset({"C", "class_weight", "max_iter"}), "onehot", build_linear, load_sklearn
+    ),
+]

@@ -1,0 +1,109 @@
+"""Predictions on new data from a run directory: the best ensemble, or the best single model.
+
+Members are loaded from their trial folders only after each file's sha256 matches the trial's
+manifest; Keras models load in safe mode. Input columns are matched by name: extra columns are
+ignored, order does not matter, a missing one is an error, unseen categories are encoded as
+unknown.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from automl.data import Schema, coerce_features
+from automl.ensemble.build import load_ensembles
+from automl.errors import UserInputError
+from automl.io import verify
+from automl.metrics import METRICS
+from automl.models import FAMILIES
+from automl.preprocess import transform
+from automl.run import RunDir, load_trials
+from automl.search.evaluate import ENCODER_FILE
+
+
+class TrialModel:
+    """One trial's encoder and model, loaded from its folder."""
+
+    def __init__(self, run: RunDir, number: int, family: str) -> None:
+        directory = run.trial_dir(number)
+        self.encoder = joblib.load(verify(directory, ENCODER_FILE))
+        self.model = FAMILIES[family].load(directory)
+
+    def predict(self, x: pd.DataFrame) -> np.ndarray:
+        return self.model.predict(transform(self.encoder, x))
+
+
+class Predictor:
+    """A weighted average of trial models (one member of weight 1 for a single model)."""
+
+    def __init__(self, run: RunDir, members: list[tuple[int, str, float]], name: str) -> None:
+        info = run.info()
+        self.name = name
+        self.task: str = info["task"]
+        self.classes: list[Any] = info["classes"]
+        self.schema = Schema.from_dict(info["schema"])
+        self.members = [
+            (TrialModel(run, number, family), weight) for number, family, weight in members
+        ]
+
+    def _raw(self, frame: pd.DataFrame, source: str) -> np.ndarray:
+        x = coerce_features(frame, self.schema, source)
+        return sum(weight * model.predict(x) for model, weight in self.members)
+
+    def predict_proba(self, frame: pd.DataFrame, source: str = "data") -> np.ndarray:
+        if self.task == "regression":
+            raise ValueError("predict_proba is for classification runs; this run is a regression")
+        return self._raw(frame, source)
+
+    def predict(self, frame: pd.DataFrame, source: str = "data") -> np.ndarray:
+        raw = self._raw(frame, source)
+        if self.task == "regression":
+            return raw
+        return np.asarray(self.classes, dtype=object)[raw.argmax(axis=1)]
+
+    def predict_frame(self, frame: pd.DataFrame, source: str = "data") -> pd.DataFrame:
+        """`prediction` plus, for classification, one `proba_<label>` column per class."""
+        raw = self._raw(frame, source)
+        if self.task == "regression":
+            return pd.DataFrame({"prediction": raw})
+        out = pd.DataFrame(
+            {"prediction": np.asarray(self.classes, dtype=object)[raw.argmax(axis=1)]}
+        )
+        for i, label in enumerate(self.classes):
+            out[f"proba_{label}"] = raw[:, i]
+        return out
+
+
+def load_predictor(run_dir: str | Path, which: str = "best") -> Predictor:
+    """`best` (ensembles and trials by validation score), `best_single`, or a trial number."""
+    run = RunDir(run_dir)
+    info = run.info()
+    metric = METRICS[info["metric"]]
+    trials = [r for r in load_trials(run) if r.status == "complete" and r.val_score is not None]
+    family_of = {r.number: r.family for r in trials}
+    if which.isdigit():
+        number = int(which)
+        if number not in family_of:
+            raise UserInputError(f"{run.path}: no completed trial {number}")
+        return Predictor(run, [(number, family_of[number], 1.0)], f"trial {number}")
+    candidates: list[tuple[float, str, list[tuple[int, str, float]]]] = [
+        (r.val_score, r.name, [(r.number, r.family, 1.0)]) for r in trials
+    ]
+    if which == "best":
+        for ensemble in load_ensembles(run):
+            members = [(m["trial"], m["family"], m["weight"]) for m in ensemble["members"]]
+            candidates.append((ensemble["val_score"], f"ensemble-{ensemble['name']}", members))
+    elif which != "best_single":
+        raise UserInputError(
+            f"which must be 'best', 'best_single' or a trial number; got {which!r}"
+        )
+    if not candidates:
+        raise UserInputError(f"{run.path}: no completed trial to predict with")
+    candidates.sort(key=lambda c: -c[0] if metric.greater_is_better else c[0])
+    _, name, members = candidates[0]
+    return Predictor(run, members, name)

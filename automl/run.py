@@ -1,0 +1,174 @@
+"""The run directory: the unit a user keeps, from which ensembles, reports and predictions
+are rebuilt without retraining anything.
+
+    RUN_DIR/run.json            what was run: data hash, target, task, metric, space, seeds
+    RUN_DIR/study.db            the optuna study (unless --storage points elsewhere)
+    RUN_DIR/trials/<NNNN>/      config.json, encoder, model, val_pred.npy, test_pred.npy,
+                                result.json, manifest.json (sha256 of each file)
+    RUN_DIR/ensembles/<method>/ weights.json, val_pred.npy, test_pred.npy, manifest.json
+    RUN_DIR/leaderboard.csv, leaderboard.md, report.html
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from automl.errors import UserInputError
+from automl.io import read_json, verify
+
+RUN_FILE = "run.json"
+STUDY_NAME = "automl"
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a storage URL before it is logged or written anywhere."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+class RunDir:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).resolve()
+
+    @property
+    def run_file(self) -> Path:
+        return self.path / RUN_FILE
+
+    @property
+    def trials_dir(self) -> Path:
+        return self.path / "trials"
+
+    def trial_dir(self, number: int) -> Path:
+        return self.trials_dir / f"{number:04d}"
+
+    def ensemble_dir(self, method: str) -> Path:
+        return self.path / "ensembles" / method
+
+    def default_storage(self) -> str:
+        return f"sqlite:///{self.path / 'study.db'}"
+
+    def exists(self) -> bool:
+        return self.run_file.exists()
+
+    def info(self) -> dict[str, Any]:
+        if not self.exists():
+            raise UserInputError(
+                f"{self.path}: not a run directory (no {RUN_FILE}); run `automl search` first"
+            )
+        return read_json(self.run_file)
+
+    def storage(self) -> str:
+        """The study's storage URL; a password is read from AUTOML_STORAGE_PASSWORD if masked."""
+        url = self.info()["storage"]
+        if "***@" in url:
+            password = os.environ.get("AUTOML_STORAGE_PASSWORD")
+            if password is None:
+                raise UserInputError(
+                    f"{self.run_file}: the storage URL's password is not stored; "
+                    "set AUTOML_STORAGE_PASSWORD or pass --storage"
+                )
+            url = url.replace("***@", f"{password}@", 1)
+        return url
+
+    def check_out_path(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise UserInputError(f"--out {self.path}: is a file; expected a directory for the run")
+
+
+@dataclass
+class TrialRecord:
+    """What the leaderboard and the ensemble need of one trial."""
+
+    number: int
+    family: str
+    status: str  # complete | failed | interrupted | running
+    val_score: float | None
+    test_score: float | None
+    fit_seconds: float | None
+    params: dict[str, Any]
+    error: str = ""
+    extra: dict[str, float] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"t{self.number:04d}-{self.family}"
+
+
+def load_trials(run: RunDir) -> list[TrialRecord]:
+    """Every trial of the run's study, as recorded in the database."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=STUDY_NAME, storage=run.storage())
+    except KeyError:
+        return []
+    records = []
+    for trial in study.get_trials(deepcopy=False):
+        attrs = trial.user_attrs
+        state = trial.state.name
+        if attrs.get("interrupted"):
+            status = "interrupted"
+        elif state == "COMPLETE":
+            status = "complete"
+        elif state == "FAIL":
+            status = "failed"
+        elif state == "RUNNING":
+            status = "running"
+        else:
+            continue
+        params = {k.split(".", 1)[1]: v for k, v in trial.params.items() if "." in k}
+        records.append(
+            TrialRecord(
+                number=trial.number,
+                family=str(trial.params.get("family", attrs.get("family", "?"))),
+                status=status,
+                val_score=trial.value if state == "COMPLETE" else None,
+                test_score=attrs.get("test_score"),
+                fit_seconds=attrs.get("fit_seconds"),
+                params=params,
+                error=attrs.get("error", ""),
+                extra=attrs.get("extra_scores"),
+            )
+        )
+    return records
+
+
+def load_predictions(run: RunDir, number: int, part: str) -> np.ndarray:
+    """A trial's saved validation or test predictions, checked against its manifest."""
+    return np.load(verify(run.trial_dir(number), f"{part}_pred.npy"), allow_pickle=False)
+
+
+class RunLock:
+    """An exclusive lock on the run directory: a second search there is refused, not interleaved."""
+
+    def __init__(self, run: RunDir) -> None:
+        self.path = run.path / ".lock"
+        self.handle: Any = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "a+")  # noqa: SIM115 - held for the whole search
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            raise UserInputError(
+                f"{self.path.parent}: another `automl search` is running on this run directory; "
+                "wait for it or use another --out"
+            ) from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(str(os.getpid()))
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()

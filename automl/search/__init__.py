@@ -1,0 +1,1 @@
+"""Searchers (thin adapters over optuna and hyperopt), trial evaluation, and the search loop."""
