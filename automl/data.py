@@ -24,6 +24,7 @@ BUILTIN_TARGET = "target"
 MAX_CLASSES_FOR_INTEGER_TARGET = 20
 # A text column is read as numeric garbage when at least this share of its values are numbers.
 NUMERIC_SHARE_FOR_GARBAGE = 0.9
+MIN_ROWS = 20
 
 
 def _builtin_loaders() -> dict[str, Any]:
@@ -79,10 +80,31 @@ def _read_builtin(name: str) -> pd.DataFrame:
     return frame
 
 
+def _looks_binary(path: Path) -> bool:
+    """NUL bytes or undecodable UTF-8 in the first 64 KiB (after gunzip) mean not a CSV."""
+    import gzip
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            head = handle.read(1 << 16)
+    except (OSError, EOFError):
+        return True
+    if b"\0" in head:
+        return True
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start < len(head) - 4  # a character cut at the block's end is fine
+    return False
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
     sep = "\t" if path.name.lower().endswith((".tsv", ".tsv.gz")) else ","
+    if _looks_binary(path):
+        raise UserInputError(f"{path}: not a text CSV file (could not decode it as UTF-8)")
     try:
-        header = pd.read_csv(path, sep=sep, nrows=0, header=None, dtype=str)
+        header = pd.read_csv(path, sep=sep, nrows=1, header=None, dtype=str)
         frame = pd.read_csv(path, sep=sep, low_memory=False)
     except pd.errors.EmptyDataError:
         raise UserInputError(f"{path}: the file is empty") from None
@@ -337,6 +359,11 @@ def load_dataset(
     schema = infer_schema(features, data)
     tgt = make_target(y, task, data, target)
     x_all = coerce_features(features, schema, data)
+    if test_data is None and len(x_all) < MIN_ROWS:
+        raise UserInputError(
+            f"{data}: only {len(x_all)} rows with a target; need at least {MIN_ROWS} "
+            "to split into fit, validation and test parts"
+        )
     y_all = tgt.encode(y) if tgt.task != "regression" else pd.to_numeric(y).to_numpy(float)
 
     if test_data is not None:

@@ -170,6 +170,7 @@ def write_report(run: RunDir) -> str:
         "rows (fit / val / test)": " / ".join(str(v) for v in info.get("rows", {}).values()),
         "features": f"{len(info['schema']['numeric'])} numeric, "
         f"{len(info['schema']['categorical'])} categorical",
+        "columns": ", ".join((info["schema"]["numeric"] + info["schema"]["categorical"])[:40]),
         "storage": info["storage"],
         "versions": ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items()),
     }

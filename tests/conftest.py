@@ -1,0 +1,83 @@
+"""Shared fixtures: the real data beside the project, tiny slices of it, and an in-process CLI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from automl.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+SPACES = ROOT / "search_spaces"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def shared(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} is missing: the tests expect ../shared/data beside the project")
+    return path
+
+
+@pytest.fixture
+def credit_csv(tmp_path: Path) -> Path:
+    """300 rows of credit-g: numeric and text columns, string labels good/bad."""
+    frame = pd.read_csv(shared("credit_g.csv.gz")).sample(300, random_state=0)
+    path = tmp_path / "credit.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def blood_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "blood.csv"
+    pd.read_csv(shared("blood_transfusion.csv.gz")).to_csv(path, index=False)
+    return path
+
+
+def write_space(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+FAST_MLP = """family: mlp
+params:
+  n_layers: {type: int, low: 1, high: 2, default: 1}
+  units: {type: int, low: 8, high: 32, default: 16}
+  epochs: {type: fixed, value: 3}
+  batch_size: {type: fixed, value: 64}
+"""
+
+FAST_TREES = """family: random_forest
+params:
+  n_estimators: {type: int, low: 10, high: 40, default: 20}
+  max_depth: {type: categorical, choices: [null, 4, 8], default: null}
+"""
+
+FAST_LINEAR = """family: linear
+params:
+  C: {type: float, low: 1.0e-2, high: 10.0, log: true, default: 1.0}
+"""
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):  # noqa: ANN201
+    """Run `automl ARGS...` in-process; return exit code and captured output."""
+
+    def run(*args: str) -> CliResult:
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

@@ -1,0 +1,181 @@
+"""The CLI end to end on real data, and bad input: one clear line, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from automl.cli import main
+from tests.conftest import FAST_LINEAR, FAST_MLP, FAST_TREES, SPACES, write_space
+
+LEADERBOARD_COLUMNS = ["rank", "name", "family", "status", "metric", "val_score", "test_score",
+                       "fit_seconds"]
+
+
+@pytest.mark.keras
+@pytest.mark.slow
+def test_search_ensemble_report_predict_end_to_end(tmp_path: Path, cli) -> None:  # noqa: ANN001
+    run = tmp_path / "run"
+    spaces = [write_space(tmp_path, n, t) for n, t in
+              (("rf.yaml", FAST_TREES), ("mlp.yaml", FAST_MLP), ("lin.yaml", FAST_LINEAR))]
+    args = ["search", "--data", "builtin:breast_cancer", "--out", run, "--trials", "6", "--threads", "1"]
+    for space in spaces:
+        args += ["--space", space]
+    result = cli(*args)
+    assert result.code == 0, result.err
+    assert "trial   0 random_forest val roc_auc" in result.out  # progress is visible
+    assert "done: 6 trials (0 failed)" in result.out
+
+    result = cli("ensemble", run)
+    assert result.code == 0, result.err
+    assert "ensemble nelder-mead: val roc_auc" in result.out
+    weights = json.loads((run / "ensembles" / "greedy" / "weights.json").read_text())
+    assert pytest.approx(sum(m["weight"] for m in weights["members"])) == 1.0
+
+    result = cli("report", run)
+    assert result.code == 0 and (run / "report.html").exists()
+    board = pd.read_csv(run / "leaderboard.csv")
+    assert list(board.columns[: len(LEADERBOARD_COLUMNS)]) == LEADERBOARD_COLUMNS
+    assert len(board) == 6 + 3
+    assert set(board.family) == {"random_forest", "mlp", "linear", "ensemble"}
+    assert board.val_score.is_monotonic_decreasing  # ranked by validation ROC AUC
+    assert (board.test_score > 0.9).all()
+    assert "| rank | name |" in (run / "leaderboard.md").read_text()
+
+    out = tmp_path / "pred.csv"
+    result = cli("predict", run, "--data", "builtin:breast_cancer", "--out", out)
+    assert result.code == 0, result.err
+    predictions = pd.read_csv(out)
+    assert list(predictions.columns) == ["prediction", "proba_benign", "proba_malignant"]
+    assert len(predictions) == 569
+    np.testing.assert_allclose(predictions[["proba_benign", "proba_malignant"]].sum(axis=1), 1.0)
+
+
+def test_predict_round_trip_with_string_labels(tmp_path: Path, cli, credit_csv: Path) -> None:  # noqa: ANN001
+    run = tmp_path / "run"
+    spaces = [write_space(tmp_path, "rf.yaml", FAST_TREES), write_space(tmp_path, "lin.yaml", FAST_LINEAR)]
+    result = cli("search", "--data", credit_csv, "--target", "class", "--out", run, "--trials", "4",
+                 "--space", spaces[0], "--space", spaces[1], "--threads", "1")
+    assert result.code == 0, result.err
+    assert cli("ensemble", run, "--method", "greedy").code == 0
+    # Columns reordered and the target left in: extra columns are ignored, order does not matter.
+    frame = pd.read_csv(credit_csv)
+    shuffled = frame[list(reversed(frame.columns))]
+    shuffled_path = tmp_path / "shuffled.csv"
+    shuffled.to_csv(shuffled_path, index=False)
+    out = tmp_path / "pred.csv"
+    result = cli("predict", run, "--data", shuffled_path, "--out", out)
+    assert result.code == 0, result.err
+    predictions = pd.read_csv(out)
+    assert list(predictions.columns) == ["prediction", "proba_bad", "proba_good"]
+    assert set(predictions.prediction) <= {"good", "bad"}
+    assert (predictions.prediction == frame["class"]).mean() > 0.7  # rows kept in input order
+    # Unseen categories are encoded as unknown, not errors.
+    frame.loc[0, "purpose"] = "spaceship"
+    frame.to_csv(shuffled_path, index=False)
+    assert cli("predict", run, "--data", shuffled_path, "--out", out).code == 0
+    # A missing column is a clear error.
+    frame.drop(columns=["age"]).to_csv(shuffled_path, index=False)
+    result = cli("predict", run, "--data", shuffled_path, "--out", out)
+    assert result.code == 2
+    assert "missing feature column(s) 'age'; the model was trained on them" in result.err
+
+
+def _csv(tmp_path: Path, text: str, name: str = "d.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _garbage(tmp_path: Path) -> Path:
+    rows = "\n".join(f"{i},{i % 2}" for i in range(30))
+    return _csv(tmp_path, "x,y\n" + rows + "\nabc,1\n")
+
+
+BAD_INPUT = [
+    ("missing file", lambda p: ["--data", p / "nope.csv", "--target", "y"], r"nope\.csv: file not found"),
+    ("empty file", lambda p: ["--data", _csv(p, ""), "--target", "y"], r"d\.csv: the file is empty"),
+    ("header only", lambda p: ["--data", _csv(p, "x,y\n"), "--target", "y"],
+     r"d\.csv: has a header but no data rows"),
+    ("unknown column", lambda p: ["--data", _csv(p, "x,y\n1,0\n2,1\n"), "--target", "z"],
+     r"d\.csv: no column 'z'; columns are 'x', 'y'"),
+    ("one class", lambda p: ["--data", _csv(p, "x,y\n1,0\n2,0\n3,0\n"), "--target", "y"],
+     r"d\.csv: target 'y' has a single class 0; need at least two"),
+    ("garbage in numeric column", lambda p: ["--data", _garbage(p), "--target", "y"],
+     r"d\.csv: column 'x' is numeric except for 1 value\(s\) such as 'abc' \(rows 30\)"),
+    ("target all missing", lambda p: ["--data", _csv(p, "x,y\n1,\n2,\n"), "--target", "y"],
+     r"d\.csv: target column 'y' has no values \(all missing\)"),
+    ("duplicate columns", lambda p: ["--data", _csv(p, "x,x,y\n1,2,0\n2,3,1\n"), "--target", "y"],
+     r"d\.csv: duplicate column names \['x'\]"),
+    ("infinite values", lambda p: ["--data", _csv(p, "x,y\n1,0\ninf,1\n2,0\n3,1\n"), "--target", "y"],
+     r"d\.csv: column 'x' has infinite values \(row 1\)"),
+    ("binary garbage", lambda p: ["--data", _bytes(p), "--target", "y"],
+     r"d\.csv: not a text CSV file \(could not decode it as UTF-8\)"),
+    ("unknown builtin", lambda p: ["--data", "builtin:mnist"],
+     r"builtin:mnist: unknown built-in dataset; expected one of breast_cancer"),
+    ("unknown sampler", lambda p: ["--data", "builtin:iris", "--sampler", "grid"],
+     r"--sampler must be one of tpe, random; got 'grid'"),
+    ("unknown backend", lambda p: ["--data", "builtin:iris", "--backend", "smac"],
+     r"--backend must be one of optuna, hyperopt; got 'smac'"),
+    ("negative trials", lambda p: ["--data", "builtin:iris", "--trials", "-3"],
+     r"--trials must be a positive whole number; got -3"),
+    ("negative budget", lambda p: ["--data", "builtin:iris", "--time-budget", "-1"],
+     r"--time-budget must be a positive number of seconds; got -1.0"),
+    ("unknown metric", lambda p: ["--data", "builtin:iris", "--metric", "rmse"],
+     r"--metric rmse does not apply to a multiclass task"),
+    ("unknown family", lambda p: ["--data", "builtin:iris", "--space", _csv(p, "family: svm\n", "s.yaml")],
+     r"s\.yaml: unknown family 'svm'; expected one of"),
+    ("malformed YAML", lambda p: ["--data", "builtin:iris", "--space", _csv(p, "family: [linear\n", "s.yaml")],
+     r"s\.yaml: malformed YAML at line 2"),
+    ("low > high", lambda p: ["--data", "builtin:iris", "--space",
+                              _csv(p, "family: linear\nparams:\n  C: {type: float, low: 2, high: 1}\n", "s.yaml")],
+     r"s\.yaml: parameter 'C': low \(2\) must be <= high \(1\)"),
+    ("unreachable storage", lambda p: ["--data", "builtin:iris", "--space", SPACES / "linear.yaml",
+                                       "--storage", "postgresql://me:hunter2@127.0.0.1:9/db"],
+     r"--storage postgresql://me:\*\*\*@127\.0\.0\.1:9/db: cannot open the study"),
+]
+
+
+def _bytes(p: Path) -> Path:
+    path = p / "d.csv"
+    path.write_bytes(bytes(range(256)) * 8)
+    return path
+
+
+@pytest.mark.parametrize(("case", "make_args", "message"), BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
+def test_bad_input_gets_one_line_and_exit_2(tmp_path: Path, capsys, case, make_args, message) -> None:  # noqa: ANN001
+    out = tmp_path / "run"
+    code = main(["search", "--out", str(out), *[str(a) for a in make_args(tmp_path)]])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err and "hunter2" not in err
+    import re
+
+    assert re.search(message, err), err
+    assert not out.exists()  # nothing half-written
+
+
+def test_out_pointing_at_a_file(tmp_path: Path, cli) -> None:  # noqa: ANN001
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    result = cli("search", "--data", "builtin:iris", "--out", target)
+    assert result.code == 2
+    assert f"--out {target}: is a file; expected a directory for the run" in result.err
+
+
+def test_resume_of_nothing(tmp_path: Path, cli) -> None:  # noqa: ANN001
+    result = cli("search", "--data", "builtin:iris", "--out", tmp_path / "r", "--resume")
+    assert result.code == 2
+    assert "--resume: " in result.err and "holds no search to resume (no run.json)" in result.err
+
+
+def test_commands_on_a_directory_that_is_not_a_run(tmp_path: Path, cli) -> None:  # noqa: ANN001
+    for command in ("ensemble", "report"):
+        result = cli(command, tmp_path)
+        assert result.code == 2
+        assert "not a run directory (no run.json); run `automl search` first" in result.err

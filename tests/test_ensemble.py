@@ -1,0 +1,88 @@
+"""Ensembles on hand-checkable cases: the numbers here can be worked out on paper."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from automl.ensemble import GreedyEnsemble, MeanEnsemble, NelderMeadEnsemble
+from automl.ensemble.nelder_mead import to_weights
+from automl.metrics import METRICS
+
+RMSE = METRICS["rmse"]
+LOG_LOSS = METRICS["log_loss"]
+
+
+def test_greedy_reproduces_the_worked_example() -> None:
+    # y = [0, 2]; a = [0, 0], b = [0, 4], c = [0, 2.5]. By hand (RMSE of the running mean):
+    # pick c (0.354), c (0.354), a (0.236: mean 1.667), c (0.088: 1.875), c (0.0: 2.0); the
+    # trajectory is cut at its best point, step 5, so weights are a 1/5, c 4/5.
+    y = np.array([0.0, 2.0])
+    members = [np.array([0.0, 0.0]), np.array([0.0, 4.0]), np.array([0.0, 2.5])]
+    ensemble = GreedyEnsemble(RMSE, size=8).fit(members, y)
+    assert ensemble.indices_ == [2, 2, 0, 2, 2]
+    np.testing.assert_allclose(
+        ensemble.trajectory_[:5], [0.35355, 0.35355, 0.23570, 0.08839, 0.0], atol=1e-5
+    )
+    np.testing.assert_allclose(ensemble.weights_, [0.2, 0.0, 0.8])
+    np.testing.assert_allclose(ensemble.predict(members), y)
+
+
+def test_greedy_ties_go_to_the_member_already_chosen() -> None:
+    y = np.array([0.0, 1.0, 2.0])
+    twin = np.array([0.1, 1.1, 2.1])
+    ensemble = GreedyEnsemble(RMSE, size=5).fit([twin, twin.copy()], y)
+    np.testing.assert_allclose(ensemble.weights_, [1.0, 0.0])
+
+
+def test_member_identical_to_the_truth_gets_almost_all_weight() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=400)
+    members = [y + rng.normal(scale=1.0, size=400), y.copy(), rng.normal(size=400)]
+    ensemble = NelderMeadEnsemble(RMSE).fit(members, y)
+    assert ensemble.weights_[1] > 0.99
+    assert ensemble.score(members, y) < 0.01
+
+
+def test_perfectly_correlated_members_split_weight_without_changing_the_score() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=300)
+    a = y + rng.normal(scale=0.5, size=300)
+    b = y + rng.normal(scale=0.7, size=300)
+    alone = NelderMeadEnsemble(RMSE).fit([a, b], y)
+    twins = NelderMeadEnsemble(RMSE).fit([a, a.copy(), b], y)
+    assert twins.score([a, a, b], y) == pytest.approx(alone.score([a, b], y), abs=1e-4)
+    assert twins.weights_[0] + twins.weights_[1] == pytest.approx(alone.weights_[0], abs=1e-2)
+
+
+def test_nelder_mead_never_ends_worse_than_its_best_start() -> None:
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, size=200)
+    members = []
+    for noise in (0.5, 1.0, 2.0, 3.0, 5.0):
+        logits = np.eye(3)[y] * 2 + rng.normal(scale=noise, size=(200, 3))
+        members.append(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True))
+    ensemble = NelderMeadEnsemble(LOG_LOSS).fit(members, y)
+    best_start = min(s["start_error"] for s in ensemble.starts_.values())
+    assert LOG_LOSS(y, ensemble.predict(members)) <= best_start + 1e-12
+    assert set(ensemble.starts_) == {"uniform", "greedy", "best"}
+    assert ensemble.weights_.min() >= 0
+    assert ensemble.weights_.sum() == pytest.approx(1.0)
+
+
+def test_weights_parametrization_is_always_valid() -> None:
+    w = to_weights(np.array([-2.0, 0.0, 1.0, 1.0]))
+    np.testing.assert_allclose(w, [0.5, 0.0, 0.25, 0.25])
+
+
+def test_mean_is_uniform_and_unfitted_predict_is_refused() -> None:
+    members = [np.array([0.0, 2.0]), np.array([2.0, 4.0])]
+    with pytest.raises(RuntimeError, match="MeanEnsemble is not fitted yet; call fit first"):
+        MeanEnsemble(RMSE).predict(members)
+    ensemble = MeanEnsemble(RMSE).fit(members, np.zeros(2))
+    np.testing.assert_allclose(ensemble.predict(members), [1.0, 3.0])
+
+
+def test_members_of_different_shapes_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"members' predictions differ in shape: \[\(2,\), \(3,\)\]"):
+        MeanEnsemble(RMSE).fit([np.zeros(2), np.zeros(3)], np.zeros(2))

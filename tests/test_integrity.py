@@ -1,0 +1,43 @@
+"""Artifacts are checked before loading, and the report escapes what users wrote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from automl.run import RunDir
+from automl.search.loop import run_search
+from tests.conftest import FAST_TREES, write_space
+
+
+@pytest.fixture
+def small_run(tmp_path: Path, credit_csv: Path) -> Path:
+    frame = pd.read_csv(credit_csv).rename(columns={"age": "<script>alert(1)</script>"})
+    frame.to_csv(credit_csv, index=False)
+    out = tmp_path / "run"
+    run_search(data=str(credit_csv), target="class", out=out, trials=2, threads=1,
+               spaces=[write_space(tmp_path, "rf.yaml", FAST_TREES)], progress=lambda s: None)
+    return out
+
+
+def test_a_flipped_byte_in_a_saved_model_is_refused(small_run: Path, credit_csv: Path, cli) -> None:  # noqa: ANN001
+    model = RunDir(small_run).trial_dir(0) / "model.joblib"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    result = cli("predict", small_run, "--data", credit_csv, "--out", small_run / "p.csv",
+                 "--model", "0")
+    assert result.code == 2
+    assert "model.joblib: sha256 does not match" in result.err
+    assert "refusing to load it" in result.err
+    assert not (small_run / "p.csv").exists()
+
+
+def test_report_escapes_column_names(small_run: Path, cli) -> None:  # noqa: ANN001
+    assert cli("report", small_run).code == 0
+    html = (small_run / "report.html").read_text()
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # shown, as text
+    assert "<svg" in html  # the optimization history is inlined, no network needed

@@ -1,0 +1,64 @@
+"""Every family fits, predicts the right shapes, and loads back to the same predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from automl.data import load_dataset
+from automl.io import write_manifest
+from automl.metrics import get_metric
+from automl.models import FAMILIES, BuildContext
+from automl.preprocess import fit_encoder, transform
+from automl.space import SearchSpace
+from tests.conftest import SPACES
+
+# Small overrides keep each fit well under a second; the rest are the shipped defaults.
+SMALL = {
+    "random_forest": {"n_estimators": 30},
+    "extra_trees": {"n_estimators": 30},
+    "lightgbm": {"n_estimators": 60},
+    "hist_gb": {"max_iter": 60},
+    "linear": {},
+    "mlp": {"epochs": 20, "batch_size": 32},
+}
+DATASETS = {"binary": "breast_cancer", "multiclass": "wine", "regression": "diabetes"}
+# What a fitted model must reach on test, far below what each gets, far above chance.
+FLOOR = {"binary": 0.9, "multiclass": 0.9, "regression": 0.0}
+
+
+def defaults(family: str) -> dict:
+    space = SearchSpace.from_files([SPACES / "tabular.yaml"])
+    flat = next(f for f in space.defaults() if f["family"] == family)
+    return space.config(flat).params | SMALL[family]
+
+
+@pytest.mark.parametrize("task", list(DATASETS))
+@pytest.mark.parametrize(
+    "family",
+    [pytest.param(name, marks=pytest.mark.keras) if FAMILIES[name].uses_keras else name
+     for name in FAMILIES],
+)
+def test_family_fits_predicts_and_reloads(tmp_path: Path, family: str, task: str) -> None:
+    data = load_dataset(f"builtin:{DATASETS[task]}", "target", seed=0)
+    assert data.task == task
+    spec = FAMILIES[family]
+    encoder = fit_encoder(spec.encoding, data.schema, data.x_fit)
+    x_fit, x_val, x_test = (transform(encoder, x) for x in (data.x_fit, data.x_val, data.x_test))
+    ctx = BuildContext(task=task, n_classes=len(data.target.classes), seed=0, threads=1)
+    model = spec.build(defaults(family), ctx).fit(x_fit, data.y_fit, x_val, data.y_val)
+    pred = model.predict(x_test)
+    if task == "regression":
+        assert pred.shape == (len(x_test),)
+        r2 = get_metric("r2", task)(data.y_test, pred)
+        assert r2 > FLOOR[task]
+    else:
+        assert pred.shape == (len(x_test), ctx.n_classes)
+        np.testing.assert_allclose(pred.sum(axis=1), 1.0, atol=1e-5)
+        assert get_metric("accuracy", task)(data.y_test, pred) > FLOOR[task]
+    names = model.save(tmp_path)
+    write_manifest(tmp_path, names)
+    again = spec.load(tmp_path)
+    np.testing.assert_allclose(again.predict(x_test), pred, rtol=1e-5, atol=1e-6)

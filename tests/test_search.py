@@ -1,0 +1,184 @@
+"""The search loop with every sampler, failing trials, budgets, and resume after SIGKILL."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from automl.run import STUDY_NAME, RunDir, load_trials
+from automl.search.hyperopt_adapter import HyperoptProposer, hyperopt_vals
+from automl.search.loop import make_sampler, run_search
+from automl.space import SearchSpace
+from tests.conftest import FAST_LINEAR, FAST_TREES, ROOT, SPACES, write_space
+
+QUIET = {"progress": lambda line: None}
+
+
+def toy_loss(flat: dict) -> float:
+    """A stand-in objective over the real tabular space: best near C = 1 for linear models."""
+    if flat["family"] != "linear":
+        return 2.0
+    return abs(math.log10(flat["linear.C"]))
+
+
+def run_sampler(space: SearchSpace, backend: str, sampler: str, n: int, seed: int) -> list[dict]:
+    study = optuna.create_study(sampler=make_sampler(sampler, backend, seed))
+    proposer = HyperoptProposer(space, sampler, seed, minimize=True) if backend == "hyperopt" else None
+    history, proposals = [], []
+    for _ in range(n):
+        if proposer is not None:
+            study.enqueue_trial(proposer.propose(history))
+        trial = study.ask()
+        flat = space.suggest(trial)
+        config = space.config(flat)  # every proposal is a valid configuration of the space
+        assert config.family in space.families
+        loss = toy_loss(flat)
+        study.tell(trial, loss)
+        history.append((flat, loss))
+        proposals.append(flat)
+    return proposals
+
+
+@pytest.mark.parametrize("backend", ["optuna", "hyperopt"])
+def test_tpe_learns_where_random_does_not(backend: str) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = SearchSpace.from_files([SPACES / "tabular.yaml"])
+    late = {}
+    for sampler in ("tpe", "random"):
+        proposals = run_sampler(space, backend, sampler, n=50, seed=3)
+        late[sampler] = np.mean([toy_loss(f) for f in proposals[30:]])
+    assert late["tpe"] < late["random"] - 0.3, late
+
+
+def test_hyperopt_proposals_respect_ranges_and_conditions() -> None:
+    space = SearchSpace.from_files([SPACES / "tabular.yaml"])
+    proposer = HyperoptProposer(space, "random", seed=0, minimize=True)
+    for i in range(60):
+        flat = proposer.propose([])
+        proposer.seed = i
+        family = space.families[flat["family"]]
+        config = space.config(flat)
+        for param in family.params:
+            if param.type in ("int", "float") and param.name in config.params:
+                assert param.low <= config.params[param.name] <= param.high
+            if param.type == "int" and param.name in config.params:
+                assert isinstance(config.params[param.name], int)
+        if flat["family"] == "mlp":
+            assert ("mlp.momentum" in flat) == (flat["mlp.optimizer"] == "sgd")
+        vals = hyperopt_vals(space, flat)
+        assert vals["family"] == [space.family_names.index(flat["family"])]
+
+
+@pytest.mark.parametrize(("backend", "sampler"), [("optuna", "tpe"), ("optuna", "random"),
+                                                  ("hyperopt", "tpe"), ("hyperopt", "random")])
+def test_search_with_each_sampler(tmp_path: Path, blood_csv: Path, backend: str, sampler: str) -> None:
+    spaces = [write_space(tmp_path, "rf.yaml", FAST_TREES), write_space(tmp_path, "lin.yaml", FAST_LINEAR)]
+    summary = run_search(data=str(blood_csv), target="Class", out=tmp_path / "run", spaces=spaces,
+                         backend=backend, sampler=sampler, trials=6, seed=0, threads=1, **QUIET)
+    assert summary.finished == 6 and summary.failed == 0
+    records = load_trials(RunDir(tmp_path / "run"))
+    assert [r.status for r in records] == ["complete"] * 6
+    # The defaults of each family are tried first.
+    assert records[0].params == {"n_estimators": 20, "max_depth": None}
+    assert records[1].params == {"C": 1.0}
+    assert all(0.5 < r.val_score <= 1.0 for r in records)
+    assert len({str(sorted(r.params.items())) for r in records}) >= 5  # not one point repeated
+
+
+def test_failing_trial_is_recorded_and_the_search_goes_on(tmp_path: Path, blood_csv: Path) -> None:
+    bad = write_space(tmp_path, "bad.yaml", "family: lightgbm\nparams:\n  num_leaves: {type: fixed, value: 1}\n")
+    spaces = [bad, write_space(tmp_path, "lin.yaml", FAST_LINEAR)]
+    summary = run_search(data=str(blood_csv), target="Class", out=tmp_path / "run", spaces=spaces,
+                         trials=5, seed=0, threads=1, **QUIET)
+    records = load_trials(RunDir(tmp_path / "run"))
+    failed = [r for r in records if r.status == "failed"]
+    assert summary.finished == 5 and summary.failed == len(failed) >= 1
+    assert all(r.family == "lightgbm" for r in failed)
+    assert "num_leaves" in failed[0].error
+    assert any(r.status == "complete" for r in records)
+    board = pd.read_csv(tmp_path / "run" / "leaderboard.csv")
+    assert set(board.loc[board.status == "failed", "family"]) == {"lightgbm"}
+    assert board.loc[board.status == "failed", "error"].str.contains("num_leaves").all()
+
+
+def test_time_budget_holds_across_resumes(tmp_path: Path, blood_csv: Path) -> None:
+    spaces = [write_space(tmp_path, "rf.yaml", FAST_TREES)]
+    kwargs = dict(data=str(blood_csv), target="Class", out=tmp_path / "run", spaces=spaces,
+                  time_budget=4.0, seed=0, threads=1, **QUIET)
+    start = time.time()
+    first = run_search(**kwargs)
+    assert time.time() - start < 4.0 + 3.0  # one small trial may finish past the line
+    assert first.finished >= 2
+    lines: list[str] = []
+    second = run_search(**(kwargs | {"progress": lines.append}))
+    assert second.finished == first.finished  # the budget was already spent
+    assert any("time budget of 4s reached" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_trial_then_resume(tmp_path: Path) -> None:
+    """Kill the search process mid-trial; the re-run keeps every finished trial and repeats none."""
+    data = tmp_path / "phoneme.csv"
+    from tests.conftest import shared
+
+    pd.read_csv(shared("phoneme.csv.gz")).to_csv(data, index=False)
+    space = write_space(tmp_path, "rf.yaml", "family: random_forest\nparams:\n"
+                        "  n_estimators: {type: int, low: 150, high: 250, default: 200}\n")
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "automl", "search", "--data", str(data), "--target", "Class",
+               "--out", str(out), "--space", str(space), "--trials", "8", "--threads", "1"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    storage = f"sqlite:///{out / 'study.db'}"
+    running_at_kill = None
+    before: dict[int, float] = {}
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            time.sleep(0.05)
+            if not (out / "run.json").exists():
+                continue
+            try:
+                trials = optuna.load_study(study_name=STUDY_NAME, storage=storage).get_trials()
+            except Exception:  # the study may not exist yet
+                continue
+            done = {t.number: t.value for t in trials if t.state.name == "COMPLETE"}
+            running = [t.number for t in trials if t.state.name == "RUNNING"]
+            if len(done) >= 3 and running:
+                process.send_signal(signal.SIGKILL)
+                running_at_kill, before = running[0], done
+                break
+    finally:
+        process.kill()
+        process.wait()
+    assert running_at_kill is not None, "the search finished before it could be killed"
+
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"trial {running_at_kill} was interrupted by the last run" in result.stdout
+    records = {r.number: r for r in load_trials(RunDir(out))}
+    complete = [r for r in records.values() if r.status == "complete"]
+    assert len(complete) == 8  # exactly the number asked for: nothing lost, nothing extra
+    for number, value in before.items():  # finished trials kept, unchanged
+        assert records[number].status == "complete" and records[number].val_score == value
+    assert records[running_at_kill].status == "interrupted"
+    trials = optuna.load_study(study_name=STUDY_NAME, storage=storage).get_trials()
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == running_at_kill]
+    assert len(retry) == 1  # the interrupted configuration ran again, once
+    assert retry[0].params == trials[running_at_kill].params
+    assert retry[0].state.name == "COMPLETE"
+    for record in complete:
+        assert (RunDir(out).trial_dir(record.number) / "manifest.json").exists()
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert (board.status == "complete").sum() == 8
