@@ -1,0 +1,225 @@
+#!/usr/bin/env python
+"""Accuracy at a fixed budget on tabular data (../shared/BENCHMARK.md), ours against baselines.
+
+    python scripts/benchmark.py --budget 120 ../shared/data/credit_g.csv.gz:class \
+        ../shared/data/wine_quality.csv.gz:quality:regression
+
+Each dataset is split once, 80/20 (stratified for classes, seed 0). Every system sees only the
+train part; the test part scores them all. Systems: ours with ensemble (what `automl predict`
+uses), ours best single model, LightGBM with default parameters, random forest with 500 trees.
+Each runs in a fresh process so its peak memory is its own. Results go to
+benchmarks/<name>.csv and benchmarks/<name>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as futures
+import multiprocessing
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from automl.data import make_target, read_table, split_target  # noqa: E402
+from automl.metrics import EXTRA_METRICS, get_metric  # noqa: E402
+
+
+def parse_spec(spec: str) -> tuple[str, str, str | None]:
+    parts = spec.split(":")
+    if len(parts) not in (2, 3):
+        raise SystemExit(f"dataset {spec!r}: expected PATH:TARGET or PATH:TARGET:TASK")
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else None
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_ours(train: str, test: str, target: str, task: str | None, budget: float, workdir: str,
+             threads: int) -> dict[str, Any]:
+    from automl.ensemble import METHODS
+    from automl.ensemble.build import Recipe, build_ensemble
+    from automl.predict import load_predictor
+    from automl.search.loop import run_search
+
+    start = time.time()
+    reserve = max(5.0, 0.05 * budget)  # ensembling and loading for prediction stay in budget
+    summary = run_search(data=train, target=target, out=workdir, task=task, test_data=test,
+                         time_budget=budget - reserve, threads=threads, progress=lambda s: None)
+    from automl.run import RunDir
+
+    ensembles = {m: build_ensemble(RunDir(workdir), Recipe(method=m)) for m in METHODS}
+    frame = read_table(test)
+    out: dict[str, Any] = {"trials": summary.finished, "failed": summary.failed,
+                           "ensembles": {m: e["test_score"] for m, e in ensembles.items()}}
+    for which in ("best", "best_single"):
+        predictor = load_predictor(workdir, which=which)
+        if predictor.task == "regression":
+            out[which] = predictor.predict(frame)
+        else:
+            out[which] = predictor.predict_proba(frame)
+        out[f"{which}_name"] = predictor.name
+    out["seconds"] = time.time() - start
+    out["peak_mb"] = peak_mb()
+    return out
+
+
+def _encode_for_trees(x_train: pd.DataFrame, x_test: pd.DataFrame, native: bool):  # noqa: ANN202
+    x_train, x_test = x_train.copy(), x_test.copy()
+    for column in x_train.columns:
+        if not pd.api.types.is_numeric_dtype(x_train[column]):
+            categories = pd.Categorical(x_train[column].astype("object")).categories
+            x_train[column] = pd.Categorical(x_train[column], categories=categories)
+            x_test[column] = pd.Categorical(x_test[column], categories=categories)
+            if not native:
+                x_train[column] = x_train[column].cat.codes.replace(-1, np.nan)
+                x_test[column] = x_test[column].cat.codes.replace(-1, np.nan)
+    return x_train, x_test
+
+
+def run_baseline(name: str, train: str, test: str, target: str, task: str, classes: list,
+                 threads: int) -> dict[str, Any]:
+    import lightgbm
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+    from automl.data import Target
+
+    start = time.time()
+    tgt = Target(task=task, classes=classes)
+    x_train, y_train = split_target(read_table(train), target, train)
+    x_test, _ = split_target(read_table(test), target, test)
+    x_train, x_test = _encode_for_trees(x_train, x_test, native=name == "lightgbm_default")
+    y = tgt.encode(y_train) if task != "regression" else y_train.to_numpy(float)
+    regression = task == "regression"
+    if name == "lightgbm_default":
+        model = (lightgbm.LGBMRegressor if regression else lightgbm.LGBMClassifier)(
+            n_jobs=threads, verbosity=-1, random_state=0)
+    else:
+        model = (RandomForestRegressor if regression else RandomForestClassifier)(
+            n_estimators=500, n_jobs=threads, random_state=0)
+    model.fit(x_train, y)
+    pred = model.predict(x_test) if regression else model.predict_proba(x_test)
+    return {"best": pred, "seconds": time.time() - start, "peak_mb": peak_mb(), "trials": 1}
+
+
+def in_fresh_process(fn, *args) -> dict[str, Any]:  # noqa: ANN001
+    context = multiprocessing.get_context("spawn")
+    with futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def benchmark_dataset(spec: str, budget: float, threads: int, workroot: Path) -> list[dict[str, Any]]:
+    from sklearn.model_selection import train_test_split
+
+    path, target, task = parse_spec(spec)
+    name = Path(path).name.split(".")[0]
+    frame = read_table(path)
+    features, y = split_target(frame, target, path)
+    tgt = make_target(y, task, path, target)
+    strata = y.map(str) if tgt.task != "regression" else None
+    train, test = train_test_split(frame.loc[y.index], test_size=0.2, random_state=0, stratify=strata)
+    workdir = workroot / name
+    workdir.mkdir(parents=True, exist_ok=True)
+    train_path, test_path = str(workdir / "train.csv"), str(workdir / "test.csv")
+    train.to_csv(train_path, index=False)
+    test.to_csv(test_path, index=False)
+    y_test = tgt.encode(test[target]) if tgt.task != "regression" else test[target].to_numpy(float)
+    metric = get_metric(None, tgt.task)
+    extras = [get_metric(m, tgt.task) for m in EXTRA_METRICS[tgt.task]]
+
+    results = {}
+    print(f"[{name}] {len(train)} train / {len(test)} test rows, {tgt.task}, metric {metric.name}",
+          flush=True)
+    ours = in_fresh_process(run_ours, train_path, test_path, target, tgt.task, budget,
+                            str(workdir / "run"), threads)
+    results["ours_ensemble"] = ours | {"detail": ours["best_name"]}
+    results["ours_best_single"] = {**ours, "best": ours["best_single"], "detail": ours["best_single_name"]}
+    for baseline in ("lightgbm_default", "random_forest_500"):
+        results[baseline] = in_fresh_process(run_baseline, baseline, train_path, test_path, target,
+                                             tgt.task, tgt.classes, threads)
+    rows = []
+    for system, result in results.items():
+        row = {
+            "dataset": name,
+            "task": tgt.task,
+            "system": system,
+            "metric": metric.name,
+            "test_score": metric(y_test, np.asarray(result["best"])),
+            **{f"test_{m.name}": m(y_test, np.asarray(result["best"])) for m in extras},
+            "wall_seconds": round(result["seconds"], 1),
+            "trials": result.get("trials"),
+            "peak_mb": round(result["peak_mb"]),
+            "detail": result.get("detail", ""),
+        }
+        rows.append(row)
+        print(f"  {system:<18} {metric.name} {row['test_score']:.4f}  ({row['wall_seconds']}s, "
+              f"{row['trials']} trials, {row['peak_mb']} MB) {row['detail']}", flush=True)
+    for method, score in ours["ensembles"].items():
+        rows.append({"dataset": name, "task": tgt.task, "system": f"ours_ens_{method}",
+                     "metric": metric.name, "test_score": score, "wall_seconds": None,
+                     "trials": ours["trials"], "peak_mb": None, "detail": "fit on validation"})
+    return rows
+
+
+def markdown(table: pd.DataFrame, budget: float) -> str:
+    lines = [f"# Tabular benchmark, {budget:.0f} s budget, 80/20 split (seed 0)", ""]
+    lines.append("| dataset | metric | ours (ensemble) | ours (best single) | LightGBM default | "
+                 "RF 500 | ensemble beats best single | ensemble beats LightGBM | trials |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for dataset, group in table.groupby("dataset", sort=False):
+        score = dict(zip(group.system, group.test_score, strict=True))
+        metric = get_metric(group.metric.iloc[0], group.task.iloc[0])
+        better = metric.better
+        trials = int(group.loc[group.system == "ours_ensemble", "trials"].iloc[0])
+        lines.append(
+            f"| {dataset} | {metric.name} | {score['ours_ensemble']:.4f} | "
+            f"{score['ours_best_single']:.4f} | {score['lightgbm_default']:.4f} | "
+            f"{score['random_forest_500']:.4f} | "
+            f"{'yes' if better(score['ours_ensemble'], score['ours_best_single']) else 'no'} | "
+            f"{'yes' if better(score['ours_ensemble'], score['lightgbm_default']) else 'no'} | {trials} |"
+        )
+    lines += ["", "Ensemble methods on the same test split (each fit on validation predictions):", "",
+              "| dataset | nelder-mead | greedy | mean |", "|---|---|---|---|"]
+    for dataset, group in table.groupby("dataset", sort=False):
+        score = dict(zip(group.system, group.test_score, strict=True))
+        lines.append(f"| {dataset} | {score['ours_ens_nelder-mead']:.4f} | "
+                     f"{score['ours_ens_greedy']:.4f} | {score['ours_ens_mean']:.4f} |")
+    lines += ["", "Wall seconds and peak memory per system:", "",
+              "| dataset | system | seconds | peak MB |", "|---|---|---|---|"]
+    for row in table.dropna(subset=["wall_seconds"]).itertuples():
+        lines.append(f"| {row.dataset} | {row.system} | {row.wall_seconds} | {row.peak_mb} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("datasets", nargs="+", help="PATH:TARGET[:TASK]")
+    parser.add_argument("--budget", type=float, default=300.0, help="seconds per system and dataset")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks"))
+    parser.add_argument("--name", default="tabular")
+    args = parser.parse_args()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="automl-bench-") as workroot:
+        for spec in args.datasets:
+            rows.extend(benchmark_dataset(spec, args.budget, args.threads, Path(workroot)))
+            table = pd.DataFrame(rows)
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            table.to_csv(out / f"{args.name}.csv", index=False)
+            (out / f"{args.name}.md").write_text(markdown(table, args.budget))
+    print((Path(args.out) / f"{args.name}.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
