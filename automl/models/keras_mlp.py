@@ -49,6 +49,7 @@ def import_keras(threads: int = 1) -> Any:
     import keras
     import tensorflow as tf
 
+    tf.get_logger().setLevel("ERROR")  # retracing notices for each new trial's model are noise
     try:  # only possible before TensorFlow's runtime starts; later calls keep the first value
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
