@@ -17,13 +17,14 @@ $(STAMP): pyproject.toml
 
 demo: install
 	rm -rf $(DEMO_DIR)
-	$(BIN)/automl search --data builtin:breast_cancer --out $(DEMO_DIR) \
+	$(BIN)/automl search --data builtin:digits --out $(DEMO_DIR) \
 		--space search_spaces/tabular.yaml --trials 25 --time-budget 150 --seed 0
 	$(BIN)/automl ensemble $(DEMO_DIR)
 	$(BIN)/automl report $(DEMO_DIR)
-	$(BIN)/automl predict $(DEMO_DIR) --data builtin:breast_cancer --out $(DEMO_DIR)/predictions.csv
+	$(BIN)/automl predict $(DEMO_DIR) --data builtin:digits --out $(DEMO_DIR)/predictions.csv
 
 test: install
+	$(BIN)/ruff check automl scripts tests
 	$(BIN)/python -m pytest -q
 
 lint: install

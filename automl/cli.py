@@ -38,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--task", help="binary, multiclass or regression (default: inferred)")
     search.add_argument("--metric", help="objective metric (default by task)")
     search.add_argument("--threads", type=int, help="threads per trial (default: all cores)")
+    search.add_argument(
+        "--trial-timeout",
+        type=float,
+        help="seconds one trial may take; each trial then runs in its own process",
+    )
 
     ensemble = sub.add_parser("ensemble", help="fit ensembles on a run's saved predictions")
     ensemble.add_argument("run_dir")
@@ -87,6 +92,7 @@ def _search(args: argparse.Namespace, argv: Sequence[str]) -> int:
         task=args.task,
         metric=args.metric,
         threads=args.threads,
+        trial_timeout=args.trial_timeout,
         argv=["automl", *argv],
     )
     print(format_table(leaderboard_rows(RunDir(summary.run_dir))))

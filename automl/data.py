@@ -56,10 +56,14 @@ def read_table(spec: str) -> pd.DataFrame:
     name = path.name.lower()
     if name.endswith((".parquet", ".pq")):
         frame = _read_parquet(path)
+    elif name.endswith(".npz"):
+        frame = _read_npz(path)
     elif name.endswith((".csv", ".csv.gz", ".txt", ".tsv", ".gz")):
         frame = _read_csv(path)
     else:
-        raise UserInputError(f"{spec}: unknown file type; expected .csv, .csv.gz or .parquet")
+        raise UserInputError(
+            f"{spec}: unknown file type; expected .csv, .csv.gz, .parquet or .npz"
+        )
     if frame.shape[0] == 0:
         raise UserInputError(f"{spec}: has a header but no data rows")
     return frame
@@ -124,6 +128,33 @@ def _read_csv(path: Path) -> pd.DataFrame:
             f"{path}: found a single column {names[0]!r}; expected comma-separated values"
         )
     frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
+def _read_npz(path: Path) -> pd.DataFrame:
+    """Arrays `x` (N, ...) and `y` (N,): images flattened to columns px_0, px_1, ...; target `y`."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = sorted(archive.files)
+            if "x" not in keys or "y" not in keys:
+                raise UserInputError(f"{path}: .npz must hold arrays 'x' and 'y'; found {keys}")
+            x, y = archive["x"], archive["y"]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise UserInputError(
+                f"{path}: 'x' holds arrays of different shapes (images of mixed sizes?); "
+                "every image must have the same shape"
+            ) from None
+        raise UserInputError(f"{path}: not a readable .npz file ({exc})") from None
+    except (OSError, EOFError) as exc:
+        raise UserInputError(f"{path}: not a readable .npz file ({exc})") from None
+    if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
+        raise UserInputError(
+            f"{path}: expected x of shape (N, ...) and y of shape (N,); "
+            f"got x {x.shape} and y {y.shape}"
+        )
+    frame = pd.DataFrame(x.reshape(len(x), -1), columns=[f"px_{i}" for i in range(x[0].size)])
+    frame["y"] = y
     return frame
 
 

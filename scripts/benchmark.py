@@ -44,8 +44,9 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_ours(train: str, test: str, target: str, task: str | None, budget: float, workdir: str,
-             threads: int) -> dict[str, Any]:
+def run_ours(
+    train: str, test: str, target: str, task: str | None, budget: float, workdir: str, threads: int
+) -> dict[str, Any]:
     from automl.ensemble import METHODS
     from automl.ensemble.build import Recipe, build_ensemble
     from automl.predict import load_predictor
@@ -53,14 +54,25 @@ def run_ours(train: str, test: str, target: str, task: str | None, budget: float
 
     start = time.time()
     reserve = max(5.0, 0.05 * budget)  # ensembling and loading for prediction stay in budget
-    summary = run_search(data=train, target=target, out=workdir, task=task, test_data=test,
-                         time_budget=budget - reserve, threads=threads, progress=lambda s: None)
+    summary = run_search(
+        data=train,
+        target=target,
+        out=workdir,
+        task=task,
+        test_data=test,
+        time_budget=budget - reserve,
+        threads=threads,
+        progress=lambda s: None,
+    )
     from automl.run import RunDir
 
     ensembles = {m: build_ensemble(RunDir(workdir), Recipe(method=m)) for m in METHODS}
     frame = read_table(test)
-    out: dict[str, Any] = {"trials": summary.finished, "failed": summary.failed,
-                           "ensembles": {m: e["test_score"] for m, e in ensembles.items()}}
+    out: dict[str, Any] = {
+        "trials": summary.finished,
+        "failed": summary.failed,
+        "ensembles": {m: e["test_score"] for m, e in ensembles.items()},
+    }
     for which in ("best", "best_single"):
         predictor = load_predictor(workdir, which=which)
         if predictor.task == "regression":
@@ -86,8 +98,9 @@ def _encode_for_trees(x_train: pd.DataFrame, x_test: pd.DataFrame, native: bool)
     return x_train, x_test
 
 
-def run_baseline(name: str, train: str, test: str, target: str, task: str, classes: list,
-                 threads: int) -> dict[str, Any]:
+def run_baseline(
+    name: str, train: str, test: str, target: str, task: str, classes: list, threads: int
+) -> dict[str, Any]:
     import lightgbm
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
@@ -102,10 +115,12 @@ def run_baseline(name: str, train: str, test: str, target: str, task: str, class
     regression = task == "regression"
     if name == "lightgbm_default":
         model = (lightgbm.LGBMRegressor if regression else lightgbm.LGBMClassifier)(
-            n_jobs=threads, verbosity=-1, random_state=0)
+            n_jobs=threads, verbosity=-1, random_state=0
+        )
     else:
         model = (RandomForestRegressor if regression else RandomForestClassifier)(
-            n_estimators=500, n_jobs=threads, random_state=0)
+            n_estimators=500, n_jobs=threads, random_state=0
+        )
     model.fit(x_train, y)
     pred = model.predict(x_test) if regression else model.predict_proba(x_test)
     return {"best": pred, "seconds": time.time() - start, "peak_mb": peak_mb(), "trials": 1}
@@ -117,7 +132,9 @@ def in_fresh_process(fn, *args) -> dict[str, Any]:  # noqa: ANN001
         return pool.submit(fn, *args).result()
 
 
-def benchmark_dataset(spec: str, budget: float, threads: int, workroot: Path) -> list[dict[str, Any]]:
+def benchmark_dataset(
+    spec: str, budget: float, threads: int, workroot: Path
+) -> list[dict[str, Any]]:
     from sklearn.model_selection import train_test_split
 
     path, target, task = parse_spec(spec)
@@ -126,7 +143,9 @@ def benchmark_dataset(spec: str, budget: float, threads: int, workroot: Path) ->
     features, y = split_target(frame, target, path)
     tgt = make_target(y, task, path, target)
     strata = y.map(str) if tgt.task != "regression" else None
-    train, test = train_test_split(frame.loc[y.index], test_size=0.2, random_state=0, stratify=strata)
+    train, test = train_test_split(
+        frame.loc[y.index], test_size=0.2, random_state=0, stratify=strata
+    )
     workdir = workroot / name
     workdir.mkdir(parents=True, exist_ok=True)
     train_path, test_path = str(workdir / "train.csv"), str(workdir / "test.csv")
@@ -137,15 +156,23 @@ def benchmark_dataset(spec: str, budget: float, threads: int, workroot: Path) ->
     extras = [get_metric(m, tgt.task) for m in EXTRA_METRICS[tgt.task]]
 
     results = {}
-    print(f"[{name}] {len(train)} train / {len(test)} test rows, {tgt.task}, metric {metric.name}",
-          flush=True)
-    ours = in_fresh_process(run_ours, train_path, test_path, target, tgt.task, budget,
-                            str(workdir / "run"), threads)
+    print(
+        f"[{name}] {len(train)} train / {len(test)} test rows, {tgt.task}, metric {metric.name}",
+        flush=True,
+    )
+    ours = in_fresh_process(
+        run_ours, train_path, test_path, target, tgt.task, budget, str(workdir / "run"), threads
+    )
     results["ours_ensemble"] = ours | {"detail": ours["best_name"]}
-    results["ours_best_single"] = {**ours, "best": ours["best_single"], "detail": ours["best_single_name"]}
+    results["ours_best_single"] = {
+        **ours,
+        "best": ours["best_single"],
+        "detail": ours["best_single_name"],
+    }
     for baseline in ("lightgbm_default", "random_forest_500"):
-        results[baseline] = in_fresh_process(run_baseline, baseline, train_path, test_path, target,
-                                             tgt.task, tgt.classes, threads)
+        results[baseline] = in_fresh_process(
+            run_baseline, baseline, train_path, test_path, target, tgt.task, tgt.classes, threads
+        )
     rows = []
     for system, result in results.items():
         row = {
@@ -161,19 +188,34 @@ def benchmark_dataset(spec: str, budget: float, threads: int, workroot: Path) ->
             "detail": result.get("detail", ""),
         }
         rows.append(row)
-        print(f"  {system:<18} {metric.name} {row['test_score']:.4f}  ({row['wall_seconds']}s, "
-              f"{row['trials']} trials, {row['peak_mb']} MB) {row['detail']}", flush=True)
+        print(
+            f"  {system:<18} {metric.name} {row['test_score']:.4f}  ({row['wall_seconds']}s, "
+            f"{row['trials']} trials, {row['peak_mb']} MB) {row['detail']}",
+            flush=True,
+        )
     for method, score in ours["ensembles"].items():
-        rows.append({"dataset": name, "task": tgt.task, "system": f"ours_ens_{method}",
-                     "metric": metric.name, "test_score": score, "wall_seconds": None,
-                     "trials": ours["trials"], "peak_mb": None, "detail": "fit on validation"})
+        rows.append(
+            {
+                "dataset": name,
+                "task": tgt.task,
+                "system": f"ours_ens_{method}",
+                "metric": metric.name,
+                "test_score": score,
+                "wall_seconds": None,
+                "trials": ours["trials"],
+                "peak_mb": None,
+                "detail": "fit on validation",
+            }
+        )
     return rows
 
 
 def markdown(table: pd.DataFrame, budget: float) -> str:
     lines = [f"# Tabular benchmark, {budget:.0f} s budget, 80/20 split (seed 0)", ""]
-    lines.append("| dataset | metric | ours (ensemble) | ours (best single) | LightGBM default | "
-                 "RF 500 | ensemble beats best single | ensemble beats LightGBM | trials |")
+    lines.append(
+        "| dataset | metric | ours (ensemble) | ours (best single) | LightGBM default | "
+        "RF 500 | ensemble beats best single | ensemble beats LightGBM | trials |"
+    )
     lines.append("|---|---|---|---|---|---|---|---|---|")
     for dataset, group in table.groupby("dataset", sort=False):
         score = dict(zip(group.system, group.test_score, strict=True))
@@ -185,16 +227,29 @@ def markdown(table: pd.DataFrame, budget: float) -> str:
             f"{score['ours_best_single']:.4f} | {score['lightgbm_default']:.4f} | "
             f"{score['random_forest_500']:.4f} | "
             f"{'yes' if better(score['ours_ensemble'], score['ours_best_single']) else 'no'} | "
-            f"{'yes' if better(score['ours_ensemble'], score['lightgbm_default']) else 'no'} | {trials} |"
+            f"{'yes' if better(score['ours_ensemble'], score['lightgbm_default']) else 'no'} | "
+            f"{trials} |"
         )
-    lines += ["", "Ensemble methods on the same test split (each fit on validation predictions):", "",
-              "| dataset | nelder-mead | greedy | mean |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "Ensemble methods on the same test split (each fit on validation predictions):",
+        "",
+        "| dataset | nelder-mead | greedy | mean |",
+        "|---|---|---|---|",
+    ]
     for dataset, group in table.groupby("dataset", sort=False):
         score = dict(zip(group.system, group.test_score, strict=True))
-        lines.append(f"| {dataset} | {score['ours_ens_nelder-mead']:.4f} | "
-                     f"{score['ours_ens_greedy']:.4f} | {score['ours_ens_mean']:.4f} |")
-    lines += ["", "Wall seconds and peak memory per system:", "",
-              "| dataset | system | seconds | peak MB |", "|---|---|---|---|"]
+        lines.append(
+            f"| {dataset} | {score['ours_ens_nelder-mead']:.4f} | "
+            f"{score['ours_ens_greedy']:.4f} | {score['ours_ens_mean']:.4f} |"
+        )
+    lines += [
+        "",
+        "Wall seconds and peak memory per system:",
+        "",
+        "| dataset | system | seconds | peak MB |",
+        "|---|---|---|---|",
+    ]
     for row in table.dropna(subset=["wall_seconds"]).itertuples():
         lines.append(f"| {row.dataset} | {row.system} | {row.wall_seconds} | {row.peak_mb} |")
     return "\n".join(lines) + "\n"
@@ -203,7 +258,9 @@ def markdown(table: pd.DataFrame, budget: float) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("datasets", nargs="+", help="PATH:TARGET[:TASK]")
-    parser.add_argument("--budget", type=float, default=300.0, help="seconds per system and dataset")
+    parser.add_argument(
+        "--budget", type=float, default=300.0, help="seconds per system and dataset"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "benchmarks"))
     parser.add_argument("--name", default="tabular")

@@ -11,18 +11,39 @@ import pytest
 
 from automl.cli import main
 from tests.conftest import FAST_LINEAR, FAST_MLP, FAST_TREES, SPACES, write_space
+from tests.test_space import BAD_SPACES
 
-LEADERBOARD_COLUMNS = ["rank", "name", "family", "status", "metric", "val_score", "test_score",
-                       "fit_seconds"]
+LEADERBOARD_COLUMNS = [
+    "rank",
+    "name",
+    "family",
+    "status",
+    "metric",
+    "val_score",
+    "test_score",
+    "fit_seconds",
+]
 
 
 @pytest.mark.keras
 @pytest.mark.slow
 def test_search_ensemble_report_predict_end_to_end(tmp_path: Path, cli) -> None:  # noqa: ANN001
     run = tmp_path / "run"
-    spaces = [write_space(tmp_path, n, t) for n, t in
-              (("rf.yaml", FAST_TREES), ("mlp.yaml", FAST_MLP), ("lin.yaml", FAST_LINEAR))]
-    args = ["search", "--data", "builtin:breast_cancer", "--out", run, "--trials", "6", "--threads", "1"]
+    spaces = [
+        write_space(tmp_path, n, t)
+        for n, t in (("rf.yaml", FAST_TREES), ("mlp.yaml", FAST_MLP), ("lin.yaml", FAST_LINEAR))
+    ]
+    args = [
+        "search",
+        "--data",
+        "builtin:breast_cancer",
+        "--out",
+        run,
+        "--trials",
+        "6",
+        "--threads",
+        "1",
+    ]
     for space in spaces:
         args += ["--space", space]
     result = cli(*args)
@@ -57,9 +78,27 @@ def test_search_ensemble_report_predict_end_to_end(tmp_path: Path, cli) -> None:
 
 def test_predict_round_trip_with_string_labels(tmp_path: Path, cli, credit_csv: Path) -> None:  # noqa: ANN001
     run = tmp_path / "run"
-    spaces = [write_space(tmp_path, "rf.yaml", FAST_TREES), write_space(tmp_path, "lin.yaml", FAST_LINEAR)]
-    result = cli("search", "--data", credit_csv, "--target", "class", "--out", run, "--trials", "4",
-                 "--space", spaces[0], "--space", spaces[1], "--threads", "1")
+    spaces = [
+        write_space(tmp_path, "rf.yaml", FAST_TREES),
+        write_space(tmp_path, "lin.yaml", FAST_LINEAR),
+    ]
+    result = cli(
+        "search",
+        "--data",
+        credit_csv,
+        "--target",
+        "class",
+        "--out",
+        run,
+        "--trials",
+        "4",
+        "--space",
+        spaces[0],
+        "--space",
+        spaces[1],
+        "--threads",
+        "1",
+    )
     assert result.code == 0, result.err
     assert cli("ensemble", run, "--method", "greedy").code == 0
     # Columns reordered and the target left in: extra columns are ignored, order does not matter.
@@ -97,46 +136,118 @@ def _garbage(tmp_path: Path) -> Path:
 
 
 BAD_INPUT = [
-    ("missing file", lambda p: ["--data", p / "nope.csv", "--target", "y"], r"nope\.csv: file not found"),
-    ("empty file", lambda p: ["--data", _csv(p, ""), "--target", "y"], r"d\.csv: the file is empty"),
-    ("header only", lambda p: ["--data", _csv(p, "x,y\n"), "--target", "y"],
-     r"d\.csv: has a header but no data rows"),
-    ("unknown column", lambda p: ["--data", _csv(p, "x,y\n1,0\n2,1\n"), "--target", "z"],
-     r"d\.csv: no column 'z'; columns are 'x', 'y'"),
-    ("one class", lambda p: ["--data", _csv(p, "x,y\n1,0\n2,0\n3,0\n"), "--target", "y"],
-     r"d\.csv: target 'y' has a single class 0; need at least two"),
-    ("garbage in numeric column", lambda p: ["--data", _garbage(p), "--target", "y"],
-     r"d\.csv: column 'x' is numeric except for 1 value\(s\) such as 'abc' \(rows 30\)"),
-    ("target all missing", lambda p: ["--data", _csv(p, "x,y\n1,\n2,\n"), "--target", "y"],
-     r"d\.csv: target column 'y' has no values \(all missing\)"),
-    ("duplicate columns", lambda p: ["--data", _csv(p, "x,x,y\n1,2,0\n2,3,1\n"), "--target", "y"],
-     r"d\.csv: duplicate column names \['x'\]"),
-    ("infinite values", lambda p: ["--data", _csv(p, "x,y\n1,0\ninf,1\n2,0\n3,1\n"), "--target", "y"],
-     r"d\.csv: column 'x' has infinite values \(row 1\)"),
-    ("binary garbage", lambda p: ["--data", _bytes(p), "--target", "y"],
-     r"d\.csv: not a text CSV file \(could not decode it as UTF-8\)"),
-    ("unknown builtin", lambda p: ["--data", "builtin:mnist"],
-     r"builtin:mnist: unknown built-in dataset; expected one of breast_cancer"),
-    ("unknown sampler", lambda p: ["--data", "builtin:iris", "--sampler", "grid"],
-     r"--sampler must be one of tpe, random; got 'grid'"),
-    ("unknown backend", lambda p: ["--data", "builtin:iris", "--backend", "smac"],
-     r"--backend must be one of optuna, hyperopt; got 'smac'"),
-    ("negative trials", lambda p: ["--data", "builtin:iris", "--trials", "-3"],
-     r"--trials must be a positive whole number; got -3"),
-    ("negative budget", lambda p: ["--data", "builtin:iris", "--time-budget", "-1"],
-     r"--time-budget must be a positive number of seconds; got -1.0"),
-    ("unknown metric", lambda p: ["--data", "builtin:iris", "--metric", "rmse"],
-     r"--metric rmse does not apply to a multiclass task"),
-    ("unknown family", lambda p: ["--data", "builtin:iris", "--space", _csv(p, "family: svm\n", "s.yaml")],
-     r"s\.yaml: unknown family 'svm'; expected one of"),
-    ("malformed YAML", lambda p: ["--data", "builtin:iris", "--space", _csv(p, "family: [linear\n", "s.yaml")],
-     r"s\.yaml: malformed YAML at line 2"),
-    ("low > high", lambda p: ["--data", "builtin:iris", "--space",
-                              _csv(p, "family: linear\nparams:\n  C: {type: float, low: 2, high: 1}\n", "s.yaml")],
-     r"s\.yaml: parameter 'C': low \(2\) must be <= high \(1\)"),
-    ("unreachable storage", lambda p: ["--data", "builtin:iris", "--space", SPACES / "linear.yaml",
-                                       "--storage", "postgresql://me:hunter2@127.0.0.1:9/db"],
-     r"--storage postgresql://me:\*\*\*@127\.0\.0\.1:9/db: cannot open the study"),
+    (
+        "missing file",
+        lambda p: ["--data", p / "nope.csv", "--target", "y"],
+        r"nope\.csv: file not found",
+    ),
+    (
+        "empty file",
+        lambda p: ["--data", _csv(p, ""), "--target", "y"],
+        r"d\.csv: the file is empty",
+    ),
+    (
+        "header only",
+        lambda p: ["--data", _csv(p, "x,y\n"), "--target", "y"],
+        r"d\.csv: has a header but no data rows",
+    ),
+    (
+        "unknown column",
+        lambda p: ["--data", _csv(p, "x,y\n1,0\n2,1\n"), "--target", "z"],
+        r"d\.csv: no column 'z'; columns are 'x', 'y'",
+    ),
+    (
+        "one class",
+        lambda p: ["--data", _csv(p, "x,y\n1,0\n2,0\n3,0\n"), "--target", "y"],
+        r"d\.csv: target 'y' has a single class 0; need at least two",
+    ),
+    (
+        "garbage in numeric column",
+        lambda p: ["--data", _garbage(p), "--target", "y"],
+        r"d\.csv: column 'x' is numeric except for 1 value\(s\) such as 'abc' \(rows 30\)",
+    ),
+    (
+        "target all missing",
+        lambda p: ["--data", _csv(p, "x,y\n1,\n2,\n"), "--target", "y"],
+        r"d\.csv: target column 'y' has no values \(all missing\)",
+    ),
+    (
+        "duplicate columns",
+        lambda p: ["--data", _csv(p, "x,x,y\n1,2,0\n2,3,1\n"), "--target", "y"],
+        r"d\.csv: duplicate column names \['x'\]",
+    ),
+    (
+        "infinite values",
+        lambda p: ["--data", _csv(p, "x,y\n1,0\ninf,1\n2,0\n3,1\n"), "--target", "y"],
+        r"d\.csv: column 'x' has infinite values \(row 1\)",
+    ),
+    (
+        "binary garbage",
+        lambda p: ["--data", _bytes(p), "--target", "y"],
+        r"d\.csv: not a text CSV file \(could not decode it as UTF-8\)",
+    ),
+    (
+        "unknown builtin",
+        lambda p: ["--data", "builtin:mnist"],
+        r"builtin:mnist: unknown built-in dataset; expected one of breast_cancer",
+    ),
+    (
+        "unknown sampler",
+        lambda p: ["--data", "builtin:iris", "--sampler", "grid"],
+        r"--sampler must be one of tpe, random; got 'grid'",
+    ),
+    (
+        "unknown backend",
+        lambda p: ["--data", "builtin:iris", "--backend", "smac"],
+        r"--backend must be one of optuna, hyperopt; got 'smac'",
+    ),
+    (
+        "negative trials",
+        lambda p: ["--data", "builtin:iris", "--trials", "-3"],
+        r"--trials must be a positive whole number; got -3",
+    ),
+    (
+        "negative budget",
+        lambda p: ["--data", "builtin:iris", "--time-budget", "-1"],
+        r"--time-budget must be a positive number of seconds; got -1.0",
+    ),
+    (
+        "unknown metric",
+        lambda p: ["--data", "builtin:iris", "--metric", "rmse"],
+        r"--metric rmse does not apply to a multiclass task",
+    ),
+    (
+        "unknown family",
+        lambda p: ["--data", "builtin:iris", "--space", _csv(p, "family: svm\n", "s.yaml")],
+        r"s\.yaml: unknown family 'svm'; expected one of",
+    ),
+    (
+        "malformed YAML",
+        lambda p: ["--data", "builtin:iris", "--space", _csv(p, "family: [linear\n", "s.yaml")],
+        r"s\.yaml: malformed YAML at line 2",
+    ),
+    (
+        "low > high",
+        lambda p: [
+            "--data",
+            "builtin:iris",
+            "--space",
+            _csv(p, "family: linear\nparams:\n  C: {type: float, low: 2, high: 1}\n", "s.yaml"),
+        ],
+        r"s\.yaml: parameter 'C': low \(2\) must be <= high \(1\)",
+    ),
+    (
+        "unreachable storage",
+        lambda p: [
+            "--data",
+            "builtin:iris",
+            "--space",
+            SPACES / "linear.yaml",
+            "--storage",
+            "postgresql://me:hunter2@127.0.0.1:9/db",
+        ],
+        r"--storage postgresql://me:\*\*\*@127\.0\.0\.1:9/db: cannot open the study",
+    ),
 ]
 
 
@@ -147,7 +258,9 @@ def _bytes(p: Path) -> Path:
 
 
 @pytest.mark.parametrize(("case", "make_args", "message"), BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
-def test_bad_input_gets_one_line_and_exit_2(tmp_path: Path, capsys, case, make_args, message) -> None:  # noqa: ANN001
+def test_bad_input_gets_one_line_and_exit_2(
+    tmp_path: Path, capsys, case, make_args, message
+) -> None:  # noqa: ANN001
     out = tmp_path / "run"
     code = main(["search", "--out", str(out), *[str(a) for a in make_args(tmp_path)]])
     err = capsys.readouterr().err
@@ -179,3 +292,127 @@ def test_commands_on_a_directory_that_is_not_a_run(tmp_path: Path, cli) -> None:
         result = cli(command, tmp_path)
         assert result.code == 2
         assert "not a run directory (no run.json); run `automl search` first" in result.err
+
+
+def _npz(p: Path, **arrays: np.ndarray) -> Path:
+    path = p / "d.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def _mixed_sizes(p: Path) -> Path:
+    path = p / "d.npz"
+    images = np.empty(2, dtype=object)
+    images[0], images[1] = np.zeros((28, 28)), np.zeros((32, 32))
+    np.savez(path, x=images, y=np.array([0, 1]))
+    return path
+
+
+MORE_BAD_INPUT = [
+    (
+        "wrong delimiter",
+        lambda p: ["--data", _csv(p, "a;b;y\n1;2;0\n3;4;1\n"), "--target", "y"],
+        r"d\.csv: found a single column 'a;b;y'; expected comma-separated values",
+    ),
+    (
+        "npz without y",
+        lambda p: ["--data", _npz(p, x=np.zeros((30, 4, 4))), "--target", "y"],
+        r"d\.npz: \.npz must hold arrays 'x' and 'y'; found \['x'\]",
+    ),
+    (
+        "npz without x",
+        lambda p: ["--data", _npz(p, y=np.zeros(30)), "--target", "y"],
+        r"d\.npz: \.npz must hold arrays 'x' and 'y'; found \['y'\]",
+    ),
+    (
+        "images of mixed sizes",
+        lambda p: ["--data", _mixed_sizes(p), "--target", "y"],
+        r"d\.npz: 'x' holds arrays of different shapes \(images of mixed sizes\?\)",
+    ),
+    (
+        "too few rows",
+        lambda p: ["--data", _csv(p, "x,y\n" + "1,0\n2,1\n" * 4), "--target", "y"],
+        r"d\.csv: only 8 rows with a target; need at least 20",
+    ),
+    (
+        "unknown file type",
+        lambda p: ["--data", _csv(p, "x", "d.xlsx"), "--target", "y"],
+        r"d\.xlsx: unknown file type; expected \.csv, \.csv\.gz, \.parquet or \.npz",
+    ),
+    (
+        "non-positive trial timeout",
+        lambda p: ["--data", "builtin:iris", "--trial-timeout", "0"],
+        r"--trial-timeout must be a positive number of seconds; got 0.0",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "make_args", "message"), MORE_BAD_INPUT, ids=[c[0] for c in MORE_BAD_INPUT]
+)
+def test_more_bad_input(tmp_path: Path, capsys, case, make_args, message) -> None:  # noqa: ANN001
+    test_bad_input_gets_one_line_and_exit_2(tmp_path, capsys, case, make_args, message)
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_SPACES)
+def test_bad_space_through_the_cli(tmp_path: Path, capsys, text: str, message: str) -> None:  # noqa: ANN001
+    space = write_space(tmp_path, "s.yaml", text)
+    make_args = lambda p: ["--data", "builtin:iris", "--space", space]  # noqa: E731
+    test_bad_input_gets_one_line_and_exit_2(tmp_path, capsys, "space", make_args, message)
+
+
+def test_5000_columns_and_mixed_type_columns_work(tmp_path: Path, cli) -> None:  # noqa: ANN001
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(120, 5000)), columns=[f"c{i}" for i in range(5000)])
+    frame["mixed"] = [("a" if i % 2 else i) for i in range(120)]  # text and numbers half and half
+    frame["y"] = (frame["c0"] > 0).astype(int)
+    path = tmp_path / "wide.csv"
+    frame.to_csv(path, index=False)
+    result = cli(
+        "search",
+        "--data",
+        path,
+        "--target",
+        "y",
+        "--out",
+        tmp_path / "run",
+        "--trials",
+        "1",
+        "--space",
+        SPACES / "linear.yaml",
+        "--threads",
+        "1",
+    )
+    assert result.code == 0, result.err
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert len(info["schema"]["numeric"]) == 5000 and info["schema"]["categorical"] == ["mixed"]
+    board = pd.read_csv(tmp_path / "run" / "leaderboard.csv")
+    assert board.status.iloc[0] == "complete" and 0 <= board.test_score.iloc[0] <= 1
+
+
+def test_fashion_mnist_npz_searches_on_flattened_pixels(tmp_path: Path, cli) -> None:  # noqa: ANN001
+    from tests.conftest import shared
+
+    with np.load(shared("fashion_mnist_train.npz")) as archive:
+        x, y = archive["x"][:600], archive["y"][:600]
+    path = _npz(tmp_path, x=x, y=y)
+    result = cli(
+        "search",
+        "--data",
+        path,
+        "--target",
+        "y",
+        "--out",
+        tmp_path / "run",
+        "--trials",
+        "1",
+        "--space",
+        SPACES / "linear.yaml",
+        "--threads",
+        "1",
+        "--metric",
+        "accuracy",
+    )
+    assert result.code == 0, result.err
+    board = pd.read_csv(tmp_path / "run" / "leaderboard.csv")
+    assert board.test_score.iloc[0] > 0.6  # ten classes: chance is 0.1

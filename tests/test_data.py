@@ -19,8 +19,13 @@ from tests.conftest import FAST_LINEAR, ROOT, write_space
 
 @pytest.mark.parametrize(
     ("values", "task"),
-    [(["a", "b", "a"], "binary"), ([0, 1, 2, 1], "multiclass"), (["x", "y", "z"], "multiclass"),
-     (list(np.linspace(0, 1, 50)), "regression"), (list(range(40)), "regression")],
+    [
+        (["a", "b", "a"], "binary"),
+        ([0, 1, 2, 1], "multiclass"),
+        (["x", "y", "z"], "multiclass"),
+        (list(np.linspace(0, 1, 50)), "regression"),
+        (list(range(40)), "regression"),
+    ],
 )
 def test_task_inference(values: list, task: str) -> None:
     assert infer_task(pd.Series(values)) == task
@@ -30,7 +35,9 @@ def test_parquet_and_separate_test_file(tmp_path: Path, credit_csv: Path) -> Non
     frame = pd.read_csv(credit_csv)
     frame.iloc[:240].to_parquet(tmp_path / "train.parquet")
     frame.iloc[240:].to_csv(tmp_path / "test.csv", index=False)
-    data = load_dataset(str(tmp_path / "train.parquet"), "class", test_data=str(tmp_path / "test.csv"))
+    data = load_dataset(
+        str(tmp_path / "train.parquet"), "class", test_data=str(tmp_path / "test.csv")
+    )
     assert len(data.y_test) == 60 and len(data.y_fit) + len(data.y_val) == 240
     assert data.target.classes == ["bad", "good"]
     assert "purpose" in data.schema.categorical and "age" in data.schema.numeric
@@ -46,9 +53,11 @@ def test_splits_are_disjoint_and_seeded() -> None:
 
 
 def test_cli_start_up_does_not_import_tensorflow() -> None:
-    code = ("import sys, automl.cli, automl.search.loop, automl.space, automl.report, automl.predict;"
-            "import automl.models; assert 'tensorflow' not in sys.modules, 'tensorflow imported';"
-            "assert 'keras' not in sys.modules, 'keras imported'")
+    code = (
+        "import sys, automl.cli, automl.search.loop, automl.space, automl.report, automl.predict;"
+        "import automl.models; assert 'tensorflow' not in sys.modules, 'tensorflow imported';"
+        "assert 'keras' not in sys.modules, 'keras imported'"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -67,14 +76,26 @@ class _NaNModel:
         return []
 
 
-def test_nan_predictions_fail_the_trial_not_the_search(tmp_path: Path, blood_csv: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nan_predictions_fail_the_trial_not_the_search(
+    tmp_path: Path, blood_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     family = Family("nan_model", frozenset({"x"}), "onehot", _NaNModel, lambda d: None)
     monkeypatch.setitem(FAMILIES, "nan_model", family)
-    spaces = [write_space(tmp_path, "nan.yaml", "family: nan_model\nparams:\n  x: {type: int, low: 1, high: 3}\n"),
-              write_space(tmp_path, "lin.yaml", FAST_LINEAR)]
-    summary = run_search(data=str(blood_csv), target="Class", out=tmp_path / "run", spaces=spaces,
-                         trials=4, threads=1, progress=lambda s: None)
+    spaces = [
+        write_space(
+            tmp_path, "nan.yaml", "family: nan_model\nparams:\n  x: {type: int, low: 1, high: 3}\n"
+        ),
+        write_space(tmp_path, "lin.yaml", FAST_LINEAR),
+    ]
+    summary = run_search(
+        data=str(blood_csv),
+        target="Class",
+        out=tmp_path / "run",
+        spaces=spaces,
+        trials=4,
+        threads=1,
+        progress=lambda s: None,
+    )
     records = load_trials(RunDir(tmp_path / "run"))
     failed = [r for r in records if r.status == "failed"]
     assert summary.finished == 4 and len(failed) >= 1

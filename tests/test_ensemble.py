@@ -84,5 +84,7 @@ def test_mean_is_uniform_and_unfitted_predict_is_refused() -> None:
 
 
 def test_members_of_different_shapes_are_refused() -> None:
-    with pytest.raises(ValueError, match=r"members' predictions differ in shape: \[\(2,\), \(3,\)\]"):
+    with pytest.raises(
+        ValueError, match=r"members' predictions differ in shape: \[\(2,\), \(3,\)\]"
+    ):
         MeanEnsemble(RMSE).fit([np.zeros(2), np.zeros(3)], np.zeros(2))

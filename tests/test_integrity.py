@@ -17,8 +17,15 @@ def small_run(tmp_path: Path, credit_csv: Path) -> Path:
     frame = pd.read_csv(credit_csv).rename(columns={"age": "<script>alert(1)</script>"})
     frame.to_csv(credit_csv, index=False)
     out = tmp_path / "run"
-    run_search(data=str(credit_csv), target="class", out=out, trials=2, threads=1,
-               spaces=[write_space(tmp_path, "rf.yaml", FAST_TREES)], progress=lambda s: None)
+    run_search(
+        data=str(credit_csv),
+        target="class",
+        out=out,
+        trials=2,
+        threads=1,
+        spaces=[write_space(tmp_path, "rf.yaml", FAST_TREES)],
+        progress=lambda s: None,
+    )
     return out
 
 
@@ -27,8 +34,9 @@ def test_a_flipped_byte_in_a_saved_model_is_refused(small_run: Path, credit_csv:
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF
     model.write_bytes(bytes(data))
-    result = cli("predict", small_run, "--data", credit_csv, "--out", small_run / "p.csv",
-                 "--model", "0")
+    result = cli(
+        "predict", small_run, "--data", credit_csv, "--out", small_run / "p.csv", "--model", "0"
+    )
     assert result.code == 2
     assert "model.joblib: sha256 does not match" in result.err
     assert "refusing to load it" in result.err

@@ -38,8 +38,10 @@ def defaults(family: str) -> dict:
 @pytest.mark.parametrize("task", list(DATASETS))
 @pytest.mark.parametrize(
     "family",
-    [pytest.param(name, marks=pytest.mark.keras) if FAMILIES[name].uses_keras else name
-     for name in FAMILIES],
+    [
+        pytest.param(name, marks=pytest.mark.keras) if FAMILIES[name].uses_keras else name
+        for name in FAMILIES
+    ],
 )
 def test_family_fits_predicts_and_reloads(tmp_path: Path, family: str, task: str) -> None:
     data = load_dataset(f"builtin:{DATASETS[task]}", "target", seed=0)

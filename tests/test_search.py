@@ -33,7 +33,9 @@ def toy_loss(flat: dict) -> float:
 
 def run_sampler(space: SearchSpace, backend: str, sampler: str, n: int, seed: int) -> list[dict]:
     study = optuna.create_study(sampler=make_sampler(sampler, backend, seed))
-    proposer = HyperoptProposer(space, sampler, seed, minimize=True) if backend == "hyperopt" else None
+    proposer = (
+        HyperoptProposer(space, sampler, seed, minimize=True) if backend == "hyperopt" else None
+    )
     history, proposals = [], []
     for _ in range(n):
         if proposer is not None:
@@ -79,12 +81,29 @@ def test_hyperopt_proposals_respect_ranges_and_conditions() -> None:
         assert vals["family"] == [space.family_names.index(flat["family"])]
 
 
-@pytest.mark.parametrize(("backend", "sampler"), [("optuna", "tpe"), ("optuna", "random"),
-                                                  ("hyperopt", "tpe"), ("hyperopt", "random")])
-def test_search_with_each_sampler(tmp_path: Path, blood_csv: Path, backend: str, sampler: str) -> None:
-    spaces = [write_space(tmp_path, "rf.yaml", FAST_TREES), write_space(tmp_path, "lin.yaml", FAST_LINEAR)]
-    summary = run_search(data=str(blood_csv), target="Class", out=tmp_path / "run", spaces=spaces,
-                         backend=backend, sampler=sampler, trials=6, seed=0, threads=1, **QUIET)
+@pytest.mark.parametrize(
+    ("backend", "sampler"),
+    [("optuna", "tpe"), ("optuna", "random"), ("hyperopt", "tpe"), ("hyperopt", "random")],
+)
+def test_search_with_each_sampler(
+    tmp_path: Path, blood_csv: Path, backend: str, sampler: str
+) -> None:
+    spaces = [
+        write_space(tmp_path, "rf.yaml", FAST_TREES),
+        write_space(tmp_path, "lin.yaml", FAST_LINEAR),
+    ]
+    summary = run_search(
+        data=str(blood_csv),
+        target="Class",
+        out=tmp_path / "run",
+        spaces=spaces,
+        backend=backend,
+        sampler=sampler,
+        trials=6,
+        seed=0,
+        threads=1,
+        **QUIET,
+    )
     assert summary.finished == 6 and summary.failed == 0
     records = load_trials(RunDir(tmp_path / "run"))
     assert [r.status for r in records] == ["complete"] * 6
@@ -96,10 +115,20 @@ def test_search_with_each_sampler(tmp_path: Path, blood_csv: Path, backend: str,
 
 
 def test_failing_trial_is_recorded_and_the_search_goes_on(tmp_path: Path, blood_csv: Path) -> None:
-    bad = write_space(tmp_path, "bad.yaml", "family: lightgbm\nparams:\n  num_leaves: {type: fixed, value: 1}\n")
+    bad = write_space(
+        tmp_path, "bad.yaml", "family: lightgbm\nparams:\n  num_leaves: {type: fixed, value: 1}\n"
+    )
     spaces = [bad, write_space(tmp_path, "lin.yaml", FAST_LINEAR)]
-    summary = run_search(data=str(blood_csv), target="Class", out=tmp_path / "run", spaces=spaces,
-                         trials=5, seed=0, threads=1, **QUIET)
+    summary = run_search(
+        data=str(blood_csv),
+        target="Class",
+        out=tmp_path / "run",
+        spaces=spaces,
+        trials=5,
+        seed=0,
+        threads=1,
+        **QUIET,
+    )
     records = load_trials(RunDir(tmp_path / "run"))
     failed = [r for r in records if r.status == "failed"]
     assert summary.finished == 5 and summary.failed == len(failed) >= 1
@@ -113,8 +142,16 @@ def test_failing_trial_is_recorded_and_the_search_goes_on(tmp_path: Path, blood_
 
 def test_time_budget_holds_across_resumes(tmp_path: Path, blood_csv: Path) -> None:
     spaces = [write_space(tmp_path, "rf.yaml", FAST_TREES)]
-    kwargs = dict(data=str(blood_csv), target="Class", out=tmp_path / "run", spaces=spaces,
-                  time_budget=4.0, seed=0, threads=1, **QUIET)
+    kwargs = dict(
+        data=str(blood_csv),
+        target="Class",
+        out=tmp_path / "run",
+        spaces=spaces,
+        time_budget=4.0,
+        seed=0,
+        threads=1,
+        **QUIET,
+    )
     start = time.time()
     first = run_search(**kwargs)
     assert time.time() - start < 4.0 + 3.0  # one small trial may finish past the line
@@ -132,14 +169,35 @@ def test_sigkill_during_a_trial_then_resume(tmp_path: Path) -> None:
     from tests.conftest import shared
 
     pd.read_csv(shared("phoneme.csv.gz")).to_csv(data, index=False)
-    space = write_space(tmp_path, "rf.yaml", "family: random_forest\nparams:\n"
-                        "  n_estimators: {type: int, low: 150, high: 250, default: 200}\n")
+    space = write_space(
+        tmp_path,
+        "rf.yaml",
+        "family: random_forest\nparams:\n"
+        "  n_estimators: {type: int, low: 150, high: 250, default: 200}\n",
+    )
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "automl", "search", "--data", str(data), "--target", "Class",
-               "--out", str(out), "--space", str(space), "--trials", "8", "--threads", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "automl",
+        "search",
+        "--data",
+        str(data),
+        "--target",
+        "Class",
+        "--out",
+        str(out),
+        "--space",
+        str(space),
+        "--trials",
+        "8",
+        "--threads",
+        "1",
+    ]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     storage = f"sqlite:///{out / 'study.db'}"
     running_at_kill = None
     before: dict[int, float] = {}

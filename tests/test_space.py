@@ -27,7 +27,12 @@ def test_shipped_spaces_parse_and_round_trip(path: Path) -> None:
 def test_bundle_puts_families_under_one_choice() -> None:
     space = SearchSpace.from_files([SPACES / "tabular.yaml"])
     assert space.family_names == [
-        "lightgbm", "random_forest", "extra_trees", "hist_gb", "linear", "mlp"
+        "lightgbm",
+        "random_forest",
+        "extra_trees",
+        "hist_gb",
+        "linear",
+        "mlp",
     ]
 
 
@@ -54,7 +59,11 @@ def test_conditional_parameter_active_only_for_its_parent_value() -> None:
 
 
 def test_yaml_exponent_without_dot_is_accepted(tmp_path: Path) -> None:
-    path = write_space(tmp_path, "s.yaml", "family: linear\nparams:\n  C: {type: float, low: 1e-4, high: 1, log: true}\n")
+    path = write_space(
+        tmp_path,
+        "s.yaml",
+        "family: linear\nparams:\n  C: {type: float, low: 1e-4, high: 1, log: true}\n",
+    )
     param = SearchSpace.from_files([path]).param("linear.C")
     assert param.low == pytest.approx(1e-4)
     assert param.default == pytest.approx(1e-2)  # geometric middle of a log range
@@ -65,32 +74,57 @@ BAD_SPACES = [
     ("- a\n- b\n", r"s\.yaml: expected a mapping with 'family' and 'params' .*got list"),
     ("family: nope\nparams: {}\n", r"s\.yaml: unknown family 'nope'; expected one of .*lightgbm"),
     ("family: linear\nparams:\n  C: {type: gaussian}\n", r"parameter 'C': unknown type 'gaussian'"),
-    ("family: linear\nparams:\n  C: {type: float, low: 5, high: 1}\n",
-     r"s\.yaml: parameter 'C': low \(5\) must be <= high \(1\)"),
-    ("family: linear\nparams:\n  C: {type: float, low: 0, high: 1, log: true}\n",
-     r"parameter 'C': log scale needs low > 0; got low=0"),
-    ("family: linear\nparams:\n  class_weight: {type: categorical, choices: []}\n",
-     r"parameter 'class_weight': 'choices' must be a non-empty list"),
-    ("family: linear\nparams:\n  C: {type: float, low: 1, high: 2, when: {missing: a}}\n",
-     r"parameter 'C': condition on unknown parameter 'missing'"),
-    ("family: linear\nparams:\n  penalty: {type: float, low: 1, high: 2}\n",
-     r"family 'linear' has no parameter 'penalty'; known: C, class_weight, max_iter"),
-    ("family: linear\nparams:\n  C: {type: float, low: one, high: 2}\n",
-     r"parameter 'C': low must be a number; got 'one'"),
-    ("family: linear\nparams:\n  C: {type: float, low: 1, high: 2, default: 3}\n",
-     r"parameter 'C': default 3 is outside \[1, 2\]"),
-    ("family: linear\nparams:\n  C: {type: float, low: 1, high: 2, lo: 3}\n",
-     r"parameter 'C': unknown key\(s\) \['lo'\] for type float"),
-    ("family: linear\nparams:\n  C: {type: float, low: 1, high: 2, log: true, step: 0.5}\n",
-     r"parameter 'C': use either log or step, not both"),
-    ("family: linear\nparams:\n  max_iter: {type: int, low: 1.5, high: 2}\n",
-     r"parameter 'max_iter': low must be a whole number for type int; got 1.5"),
-    ("family: mlp\nparams:\n  optimizer: {type: categorical, choices: [adam, sgd]}\n"
-     "  momentum: {type: float, low: 0.1, high: 0.9, when: {optimizer: nadam}}\n",
-     r"parameter 'momentum': condition value\(s\) \['nadam'\] are not choices of 'optimizer'"),
-    ("family: mlp\nparams:\n  optimizer: {type: categorical, choices: [a, b], when: {activation: relu}}\n"
-     "  activation: {type: categorical, choices: [relu, tanh], when: {optimizer: a}}\n",
-     r"conditions form a cycle among \['activation', 'optimizer'\]"),
+    (
+        "family: linear\nparams:\n  C: {type: float, low: 5, high: 1}\n",
+        r"s\.yaml: parameter 'C': low \(5\) must be <= high \(1\)",
+    ),
+    (
+        "family: linear\nparams:\n  C: {type: float, low: 0, high: 1, log: true}\n",
+        r"parameter 'C': log scale needs low > 0; got low=0",
+    ),
+    (
+        "family: linear\nparams:\n  class_weight: {type: categorical, choices: []}\n",
+        r"parameter 'class_weight': 'choices' must be a non-empty list",
+    ),
+    (
+        "family: linear\nparams:\n  C: {type: float, low: 1, high: 2, when: {missing: a}}\n",
+        r"parameter 'C': condition on unknown parameter 'missing'",
+    ),
+    (
+        "family: linear\nparams:\n  penalty: {type: float, low: 1, high: 2}\n",
+        r"family 'linear' has no parameter 'penalty'; known: C, class_weight, max_iter",
+    ),
+    (
+        "family: linear\nparams:\n  C: {type: float, low: one, high: 2}\n",
+        r"parameter 'C': low must be a number; got 'one'",
+    ),
+    (
+        "family: linear\nparams:\n  C: {type: float, low: 1, high: 2, default: 3}\n",
+        r"parameter 'C': default 3 is outside \[1, 2\]",
+    ),
+    (
+        "family: linear\nparams:\n  C: {type: float, low: 1, high: 2, lo: 3}\n",
+        r"parameter 'C': unknown key\(s\) \['lo'\] for type float",
+    ),
+    (
+        "family: linear\nparams:\n  C: {type: float, low: 1, high: 2, log: true, step: 0.5}\n",
+        r"parameter 'C': use either log or step, not both",
+    ),
+    (
+        "family: linear\nparams:\n  max_iter: {type: int, low: 1.5, high: 2}\n",
+        r"parameter 'max_iter': low must be a whole number for type int; got 1.5",
+    ),
+    (
+        "family: mlp\nparams:\n  optimizer: {type: categorical, choices: [adam, sgd]}\n"
+        "  momentum: {type: float, low: 0.1, high: 0.9, when: {optimizer: nadam}}\n",
+        r"parameter 'momentum': condition value\(s\) \['nadam'\] are not choices of 'optimizer'",
+    ),
+    (
+        "family: mlp\nparams:\n"
+        "  optimizer: {type: categorical, choices: [a, b], when: {activation: relu}}\n"
+        "  activation: {type: categorical, choices: [relu, tanh], when: {optimizer: a}}\n",
+        r"conditions form a cycle among \['activation', 'optimizer'\]",
+    ),
     ("bundle: x\ninclude: []\n", r"s\.yaml: 'include' must be a non-empty list of space files"),
 ]
 

@@ -27,6 +27,7 @@ from automl.io import write_json_atomic
 from automl.metrics import get_metric
 from automl.run import STUDY_NAME, RunDir, RunLock, mask_url
 from automl.search.evaluate import TrialContext, evaluate
+from automl.search.isolation import evaluate_isolated
 from automl.space import SearchSpace
 
 SAMPLERS = ("tpe", "random")
@@ -46,7 +47,13 @@ class SearchSummary:
     wall_seconds: float
 
 
-def _check_args(sampler: str, backend: str, trials: int | None, time_budget: float | None) -> None:
+def _check_args(
+    sampler: str,
+    backend: str,
+    trials: int | None,
+    time_budget: float | None,
+    trial_timeout: float | None = None,
+) -> None:
     if sampler not in SAMPLERS:
         raise UserInputError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
     if backend not in BACKENDS:
@@ -56,6 +63,10 @@ def _check_args(sampler: str, backend: str, trials: int | None, time_budget: flo
     if time_budget is not None and time_budget <= 0:
         raise UserInputError(
             f"--time-budget must be a positive number of seconds; got {time_budget}"
+        )
+    if trial_timeout is not None and trial_timeout <= 0:
+        raise UserInputError(
+            f"--trial-timeout must be a positive number of seconds; got {trial_timeout}"
         )
 
 
@@ -128,13 +139,14 @@ def run_search(
     task: str | None = None,
     metric: str | None = None,
     threads: int | None = None,
+    trial_timeout: float | None = None,
     progress: Callable[[str], None] | None = None,
     argv: Sequence[str] | None = None,
 ) -> SearchSummary:
     """Search `spaces` on `data` and record every trial in `out`; re-running resumes."""
     started = time.time()
     say = progress or (lambda line: print(line, flush=True))
-    _check_args(sampler, backend, trials, time_budget)
+    _check_args(sampler, backend, trials, time_budget, trial_timeout)
     if trials is None and time_budget is None:
         trials = DEFAULT_TRIALS
     run = RunDir(out)
@@ -202,6 +214,7 @@ def run_search(
                 backend=backend,
                 trials=trials,
                 time_budget=time_budget,
+                trial_timeout=trial_timeout,
                 say=say,
                 started=started,
             )
@@ -272,6 +285,7 @@ def _loop(
     backend: str,
     trials: int | None,
     time_budget: float | None,
+    trial_timeout: float | None,
     say: Callable[[str], None],
     started: float,
 ) -> SearchSummary:
@@ -301,7 +315,7 @@ def _loop(
         ctx.deadline = session_start + time_budget - spent_before
     metric = ctx.metric
     say(
-        f"search {run.path.name}: {ctx.dataset.task}, metric {metric.name} ({metric.direction}), "
+        f"search {run.path}: {ctx.dataset.task}, metric {metric.name} ({metric.direction}), "
         f"{backend}/{sampler}, families {', '.join(space.family_names)}, "
         f"{len(ctx.dataset.y_fit)} fit / {len(ctx.dataset.y_val)} val / "
         f"{len(ctx.dataset.y_test)} test rows"
@@ -327,7 +341,10 @@ def _loop(
         flat = space.suggest(trial)
         label = f"trial {trial.number:>3} {flat['family']:<13}"
         try:
-            result = evaluate(trial.number, flat, ctx)
+            if trial_timeout is not None:
+                result = evaluate_isolated(trial.number, flat, ctx, trial_timeout)
+            else:
+                result = evaluate(trial.number, flat, ctx)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             study.tell(trial, state=TrialState.FAIL)

@@ -1,0 +1,267 @@
+"""Faults: timeouts, out of memory, a second search, crashes while writing, long runs, seeds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+
+from automl import io as automl_io
+from automl.errors import UserInputError
+from automl.io import MANIFEST, read_json, sha256_file, write_text_atomic
+from automl.run import RunDir, RunLock, load_trials, mask_url
+from automl.search.loop import run_search
+from tests.conftest import FAST_LINEAR, FAST_TREES, ROOT, shared, write_space
+
+QUIET = {"progress": lambda line: None}
+
+
+def test_trial_past_its_timeout_fails_and_the_search_goes_on(tmp_path: Path) -> None:
+    data = tmp_path / "phoneme.csv"
+    pd.read_csv(shared("phoneme.csv.gz")).to_csv(data, index=False)
+    slow = write_space(
+        tmp_path,
+        "slow.yaml",
+        "family: random_forest\nparams:\n  n_estimators: {type: fixed, value: 5000}\n",
+    )
+    start = time.time()
+    summary = run_search(
+        data=str(data),
+        target="Class",
+        out=tmp_path / "run",
+        trials=2,
+        spaces=[slow, write_space(tmp_path, "lin.yaml", FAST_LINEAR)],
+        trial_timeout=2.0,
+        threads=1,
+        **QUIET,
+    )
+    assert time.time() - start < 30
+    records = load_trials(RunDir(tmp_path / "run"))
+    assert records[0].status == "failed"
+    assert records[0].error == "TrialFailed: exceeded --trial-timeout of 2s and was stopped"
+    assert records[1].status == "complete" and summary.finished == 2
+
+
+@pytest.mark.keras
+@pytest.mark.slow
+def test_out_of_memory_fails_the_trial(tmp_path: Path) -> None:
+    huge = write_space(
+        tmp_path,
+        "huge.yaml",
+        "family: mlp\nparams:\n"
+        "  units: {type: fixed, value: 4000000}\n  n_layers: {type: fixed, value: 2}\n"
+        "  epochs: {type: fixed, value: 1}\n",
+    )
+    run_search(
+        data="builtin:breast_cancer",
+        target="target",
+        out=tmp_path / "run",
+        trials=2,
+        spaces=[huge, write_space(tmp_path, "lin.yaml", FAST_LINEAR)],
+        threads=1,
+        **QUIET,
+    )
+    records = load_trials(RunDir(tmp_path / "run"))
+    assert records[0].status == "failed"
+    assert records[0].error.startswith("ResourceExhaustedError")
+    assert "OOM when allocating tensor with shape[4000000,4000000]" in records[0].error
+    assert records[1].status == "complete"
+
+
+def test_a_second_search_on_the_same_run_directory_is_refused(tmp_path: Path, cli) -> None:  # noqa: ANN001
+    run = RunDir(tmp_path / "run")
+    with RunLock(run):  # stands for a search that is running
+        result = cli("search", "--data", "builtin:iris", "--out", run.path, "--trials", "1")
+    assert result.code == 2
+    assert "another `automl search` is running on this run directory" in result.err
+
+
+def test_same_seed_same_trials(tmp_path: Path, blood_csv: Path) -> None:
+    spaces = [
+        write_space(tmp_path, "rf.yaml", FAST_TREES),
+        write_space(tmp_path, "lin.yaml", FAST_LINEAR),
+    ]
+    runs = []
+    for name in ("a", "b"):
+        run_search(
+            data=str(blood_csv),
+            target="Class",
+            out=tmp_path / name,
+            spaces=spaces,
+            trials=8,
+            seed=7,
+            threads=1,
+            **QUIET,
+        )
+        runs.append(
+            [
+                (r.family, r.params, r.val_score, r.test_score)
+                for r in load_trials(RunDir(tmp_path / name))
+            ]
+        )
+    assert runs[0] == runs[1]
+
+
+def test_atomic_write_keeps_the_old_file_when_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "weights.json"
+    write_text_atomic(path, '{"old": true}')
+
+    def crash(*args: object) -> None:
+        raise KeyboardInterrupt  # as if the process were stopped between write and rename
+
+    monkeypatch.setattr(automl_io.os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_text_atomic(path, '{"new": true}' * 1000)
+    assert json.loads(path.read_text()) == {"old": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["weights.json"]  # no temporary file left
+
+
+@pytest.fixture
+def finished_run(tmp_path: Path, blood_csv: Path) -> Path:
+    spaces = [
+        write_space(tmp_path, "rf.yaml", FAST_TREES),
+        write_space(tmp_path, "lin.yaml", FAST_LINEAR),
+    ]
+    run_search(
+        data=str(blood_csv),
+        target="Class",
+        out=tmp_path / "run",
+        spaces=spaces,
+        trials=12,
+        threads=1,
+        **QUIET,
+    )
+    return tmp_path / "run"
+
+
+def _consistent(directory: Path) -> None:
+    """Every file a manifest lists matches it; no temporary file is left visible as real."""
+    manifest = directory / MANIFEST
+    if manifest.exists():
+        for name, digest in read_json(manifest).items():
+            assert sha256_file(directory / name) == digest, f"{directory / name} is torn"
+
+
+@pytest.mark.slow
+def test_sigkill_during_ensemble_and_report_leaves_no_torn_file(finished_run: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for delay in (1.0, 1.6, 2.2, 2.8, 3.4):
+        for command in (["ensemble", str(finished_run)], ["report", str(finished_run)]):
+            process = subprocess.Popen(
+                [sys.executable, "-m", "automl", *command],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(delay)
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            for directory in (finished_run / "ensembles").glob("*"):
+                _consistent(directory)
+            report = finished_run / "report.html"
+            if report.exists():
+                assert report.read_text().endswith("</html>\n")
+            board = finished_run / "leaderboard.csv"
+            if board.exists():
+                pd.read_csv(board)  # parses: never half a table
+    result = subprocess.run(
+        [sys.executable, "-m", "automl", "report", str(finished_run)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    board = pd.read_csv(finished_run / "leaderboard.csv")
+    assert (board.status == "complete").sum() >= 12
+
+
+@pytest.mark.slow
+def test_soak_200_trials_memory_and_descriptors_stay_flat(tmp_path: Path, blood_csv: Path) -> None:
+    process = psutil.Process()
+    samples: dict[int, tuple[float, int]] = {}
+
+    def sample(line: str) -> None:
+        if line.startswith("trial"):
+            number = int(line.split()[1])
+            samples[number] = (process.memory_info().rss, process.num_fds())
+
+    spaces = [write_space(tmp_path, "lin.yaml", FAST_LINEAR)]
+    summary = run_search(
+        data=str(blood_csv),
+        target="Class",
+        out=tmp_path / "run",
+        spaces=spaces,
+        trials=200,
+        sampler="random",
+        threads=1,
+        progress=sample,
+    )
+    assert summary.finished == 200
+    rss_early, fds_early = samples[20]
+    rss_late, fds_late = samples[199]
+    assert rss_late < rss_early * 1.15, (rss_early, rss_late)
+    assert fds_late <= fds_early + 2, (fds_early, fds_late)
+    records = load_trials(RunDir(tmp_path / "run"))
+    assert len(records) == 200 and {r.status for r in records} == {"complete"}
+    dirs = sorted((tmp_path / "run" / "trials").iterdir())
+    assert len(dirs) == 200 and all((d / MANIFEST).exists() for d in dirs)
+
+
+def test_out_with_dotdot_is_resolved_and_shown(tmp_path: Path, blood_csv: Path) -> None:
+    lines: list[str] = []
+    out = tmp_path / "a" / ".." / "b"
+    run_search(
+        data=str(blood_csv),
+        target="Class",
+        out=out,
+        trials=1,
+        threads=1,
+        spaces=[write_space(tmp_path, "lin.yaml", FAST_LINEAR)],
+        progress=lines.append,
+    )
+    assert (tmp_path / "b" / "run.json").exists() and not (tmp_path / "a").exists()
+    assert lines[0].startswith(f"search {tmp_path / 'b'}: ")
+
+
+def test_passwords_in_storage_urls_are_masked() -> None:
+    assert mask_url("postgresql://me:s3cr3t@db:5432/x") == "postgresql://me:***@db:5432/x"
+    assert mask_url("sqlite:////tmp/study.db") == "sqlite:////tmp/study.db"
+
+
+def test_resume_refuses_other_data(tmp_path: Path, blood_csv: Path, credit_csv: Path) -> None:
+    spaces = [write_space(tmp_path, "lin.yaml", FAST_LINEAR)]
+    run_search(
+        data=str(blood_csv),
+        target="Class",
+        out=tmp_path / "run",
+        trials=1,
+        spaces=spaces,
+        threads=1,
+        **QUIET,
+    )
+    with pytest.raises(
+        UserInputError,
+        match=r"holds a search with different data, data_sha256, "
+        r"target; use another --out",
+    ):
+        run_search(
+            data=str(credit_csv),
+            target="class",
+            out=tmp_path / "run",
+            trials=1,
+            spaces=spaces,
+            threads=1,
+            **QUIET,
+        )
+    assert np.load(tmp_path / "run" / "targets" / "y_val.npy").shape == (120,)
