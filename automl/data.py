@@ -61,9 +61,7 @@ def read_table(spec: str) -> pd.DataFrame:
     elif name.endswith((".csv", ".csv.gz", ".txt", ".tsv", ".gz")):
         frame = _read_csv(path)
     else:
-        raise UserInputError(
-            f"{spec}: unknown file type; expected .csv, .csv.gz, .parquet or .npz"
-        )
+        raise UserInputError(f"{spec}: unknown file type; expected .csv, .csv.gz, .parquet or .npz")
     if frame.shape[0] == 0:
         raise UserInputError(f"{spec}: has a header but no data rows")
     return frame

@@ -49,3 +49,41 @@ def test_report_escapes_column_names(small_run: Path, cli) -> None:  # noqa: ANN
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # shown, as text
     assert "<svg" in html  # the optimization history is inlined, no network needed
+
+
+def test_a_recipe_name_cannot_escape_the_run_directory(tmp_path: Path) -> None:
+    from automl.ensemble.build import load_recipe
+    from automl.errors import UserInputError
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: ../../outside\nmethod: greedy\n")
+    with pytest.raises(
+        UserInputError, match=r"r\.yaml: name must be letters, digits.*'\.\./\.\./outside'"
+    ):
+        load_recipe(recipe)
+
+
+@pytest.mark.keras
+def test_keras_models_load_in_safe_mode(tmp_path: Path) -> None:
+    """A .keras file with a Lambda layer (arbitrary code) is refused, even with a valid manifest."""
+    from automl.io import write_json_atomic, write_manifest
+    from automl.models.keras_mlp import META_FILE, MODEL_FILE, import_keras, load_mlp
+
+    keras = import_keras(1)
+    inputs = keras.Input(shape=(3,))
+    outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)
+    keras.Model(inputs, outputs).save(tmp_path / MODEL_FILE)
+    write_json_atomic(
+        tmp_path / META_FILE,
+        {
+            "params": {},
+            "task": "regression",
+            "n_classes": 0,
+            "y_mean": 0.0,
+            "y_std": 1.0,
+            "seed": 0,
+        },
+    )
+    write_manifest(tmp_path, [MODEL_FILE, META_FILE])
+    with pytest.raises(ValueError, match="safe_mode"):
+        load_mlp(tmp_path)

@@ -8,6 +8,7 @@ tampered with, of the wrong shape or not finite are left out with a warning.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from automl.metrics import METRICS, Metric
 from automl.run import RunDir, TrialRecord, load_predictions, load_trials
 
 DEFAULT_TOP_K = 20
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 TARGETS_DIR = "targets"
 
 
@@ -77,12 +79,18 @@ def load_recipe(path: str | Path) -> Recipe:
     top_k = pool.get("top_k", DEFAULT_TOP_K)
     if not isinstance(top_k, int) or top_k < 1:
         raise UserInputError(f"{source}: pool.top_k must be a positive whole number; got {top_k!r}")
+    name = data.get("name")
+    if name is not None and not (isinstance(name, str) and SAFE_NAME.fullmatch(name)):
+        raise UserInputError(
+            f"{source}: name must be letters, digits, '.', '_' or '-' (not starting with '.'), "
+            f"since it names a folder in the run directory; got {name!r}"
+        )
     return Recipe(
         method=method,
         top_k=top_k,
         per_family=bool(pool.get("per_family", False)),
         options=data.get("options") or {},
-        name=data.get("name"),
+        name=name,
     )
 
 
