@@ -152,7 +152,7 @@ class KerasMLP:
             keras.callbacks.TerminateOnNaN(),
         ]
         if deadline is not None:
-            callbacks.append(_Deadline(deadline))
+            callbacks.append(_deadline_callback(deadline))
         result = self.model.fit(
             x,
             y,
@@ -205,18 +205,16 @@ class KerasMLP:
         return [MODEL_FILE, META_FILE, HISTORY_FILE]
 
 
-class _Deadline:
-    """Stops training at the search's wall-clock deadline, keeping the best weights so far."""
+def _deadline_callback(deadline: float) -> Any:
+    """A callback that stops training at the search's wall-clock deadline (best weights kept)."""
+    import keras
 
-    def __new__(cls, deadline: float) -> Any:
-        import keras
+    class Deadline(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if time.time() >= deadline:
+                self.model.stop_training = True
 
-        class Deadline(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-                if time.time() >= deadline:
-                    self.model.stop_training = True
-
-        return Deadline()
+    return Deadline()
 
 
 def _write_history(path: Path, history: dict[str, list[float]]) -> None:
