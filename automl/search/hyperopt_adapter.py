@@ -130,7 +130,7 @@ class HyperoptProposer:
             history.insert_trial_docs([doc])
         history.refresh()
         new_id = history.new_trial_ids(1)
-        rng = np.random.default_rng(self.seed + len(finished))
+        rng = np.random.default_rng([self.seed, len(finished)])  # distinct streams per seed
         (doc,) = self.algo(new_id, self.domain, history, int(rng.integers(2**31 - 1)))
         point = {k: v[0] for k, v in doc["misc"]["vals"].items() if v}
         sampled = space_eval(self.domain.expr, point)
