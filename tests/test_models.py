@@ -64,3 +64,13 @@ def test_family_fits_predicts_and_reloads(tmp_path: Path, family: str, task: str
     write_manifest(tmp_path, names)
     again = spec.load(tmp_path)
     np.testing.assert_allclose(again.predict(x_test), pred, rtol=1e-5, atol=1e-6)
+
+
+def test_lightgbm_stops_boosting_at_the_deadline() -> None:
+    data = load_dataset("builtin:breast_cancer", "target", seed=0)
+    encoder = fit_encoder("ordinal", data.schema, data.x_fit)
+    x_fit, x_val = transform(encoder, data.x_fit), transform(encoder, data.x_val)
+    ctx = BuildContext(task="binary", n_classes=2)
+    model = FAMILIES["lightgbm"].build({"n_estimators": 500, "verbosity": -1}, ctx)
+    model.fit(x_fit, data.y_fit, x_val, data.y_val, deadline=0.0)  # long past
+    assert model.estimator.booster_.num_trees() == 1

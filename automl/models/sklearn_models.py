@@ -36,7 +36,7 @@ class SklearnModel:
                 y,
                 eval_X=(x_val,),
                 eval_y=(y_val,),
-                callbacks=[lightgbm.early_stopping(50, verbose=False)],
+                callbacks=[lightgbm.early_stopping(50, verbose=False), _deadline(deadline)],
             )
         else:
             self.estimator.fit(x, y)
@@ -57,6 +57,20 @@ class SklearnModel:
         joblib.dump(self, buffer)
         write_bytes_atomic(Path(directory) / MODEL_FILE, buffer.getvalue())
         return [MODEL_FILE]
+
+
+def _deadline(deadline: float | None):  # noqa: ANN202
+    """A LightGBM callback that stops boosting at the search's wall-clock deadline."""
+    import time
+
+    import lightgbm
+
+    def callback(env) -> None:  # noqa: ANN001
+        if deadline is not None and time.time() >= deadline:
+            raise lightgbm.callback.EarlyStopException(env.iteration, env.evaluation_result_list)
+
+    callback.order = 40  # after early stopping has looked at this round
+    return callback
 
 
 def load_sklearn(directory: Path) -> SklearnModel:
