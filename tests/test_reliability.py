@@ -252,7 +252,7 @@ def test_resume_refuses_other_data(tmp_path: Path, blood_csv: Path, credit_csv: 
     )
     with pytest.raises(
         UserInputError,
-        match=r"holds a search with different data, data_sha256, "
+        match=r"holds a search with different data_sha256, "
         r"target; use another --out",
     ):
         run_search(

@@ -173,7 +173,12 @@ def run_search(
     resuming = run.exists()
     if resuming:
         previous = run.info()
-        changed = [k for k, v in identity.items() if previous.get(k) != v]
+        # Paths may differ between machines or working folders; the bytes may not.
+        changed = [
+            k
+            for k, v in identity.items()
+            if k not in ("data", "test_data") and previous.get(k) != v
+        ]
         if changed:
             raise UserInputError(
                 f"{run.path}: holds a search with different {', '.join(changed)}; "
