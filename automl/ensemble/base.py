@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,14 +24,15 @@ def weighted_average(stacked: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.tensordot(np.asarray(weights, dtype=float), stacked, axes=1)
 
 
-class WeightedEnsemble:
+class WeightedEnsemble(ABC):
     """Base: subclasses set `weights_` in `fit`; predicting is the weighted average."""
 
     def __init__(self, metric: Metric) -> None:
         self.metric = metric
 
+    @abstractmethod
     def fit(self, preds: Sequence[np.ndarray], y: np.ndarray) -> WeightedEnsemble:
-        raise NotImplementedError
+        """Learn `weights_` from members' validation predictions and the truth."""
 
     def predict(self, preds: Sequence[np.ndarray]) -> np.ndarray:
         if not hasattr(self, "weights_"):
