@@ -241,3 +241,23 @@ def test_sigkill_during_a_trial_then_resume(tmp_path: Path) -> None:
         assert (RunDir(out).trial_dir(record.number) / "manifest.json").exists()
     board = pd.read_csv(out / "leaderboard.csv")
     assert (board.status == "complete").sum() == 8
+
+
+def test_storage_url_elsewhere_holds_the_study(tmp_path: Path, blood_csv: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    spaces = [write_space(tmp_path, "lin.yaml", FAST_LINEAR)]
+    kwargs = dict(
+        data=str(blood_csv),
+        target="Class",
+        out=tmp_path / "run",
+        spaces=spaces,
+        storage=url,
+        threads=1,
+        **QUIET,
+    )
+    run_search(trials=2, **kwargs)
+    assert (tmp_path / "elsewhere.db").exists() and not (tmp_path / "run" / "study.db").exists()
+    assert RunDir(tmp_path / "run").info()["storage"] == url
+    run_search(**(kwargs | {"trials": 3, "storage": None}))  # resume finds the study from run.json
+    study = optuna.load_study(study_name=STUDY_NAME, storage=url)
+    assert len(study.trials) == 3
