@@ -15,16 +15,16 @@ from typing import Any
 from automl.ensemble.build import load_ensembles
 from automl.io import write_text_atomic
 from automl.metrics import METRICS
-from automl.run import RunDir, load_trials
+from automl.run import RunDir, TrialRecord, load_trials
 
 COLUMNS = ["rank", "name", "family", "status", "metric", "val_score", "test_score", "fit_seconds"]
 
 
-def leaderboard_rows(run: RunDir) -> list[dict[str, Any]]:
+def leaderboard_rows(run: RunDir, records: list[TrialRecord] | None = None) -> list[dict[str, Any]]:
     info = run.info()
     metric = METRICS[info["metric"]]
     rows: list[dict[str, Any]] = []
-    for record in load_trials(run):
+    for record in load_trials(run) if records is None else records:
         rows.append(
             {
                 "name": record.name,
@@ -81,10 +81,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def write_leaderboard(run: RunDir) -> list[dict[str, Any]]:
+def write_leaderboard(
+    run: RunDir, records: list[TrialRecord] | None = None
+) -> list[dict[str, Any]]:
     import csv
 
-    rows = leaderboard_rows(run)
+    rows = leaderboard_rows(run, records)
     columns = _columns(rows)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
@@ -114,13 +116,13 @@ def format_table(rows: list[dict[str, Any]], limit: int = 15) -> str:
     return "\n".join(out)
 
 
-def _history_svg(run: RunDir, metric_name: str, greater: bool) -> str:
+def _history_svg(records: list[TrialRecord], metric_name: str, greater: bool) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [r for r in load_trials(run) if r.status == "complete" and r.val_score is not None]
+    records = [r for r in records if r.status == "complete" and r.val_score is not None]
     if not records:
         return "<p>No completed trials yet.</p>"
     records.sort(key=lambda r: r.number)
@@ -152,7 +154,8 @@ def write_report(run: RunDir) -> str:
     """Write leaderboard.csv/.md and a self-contained report.html; return the HTML's path."""
     info = run.info()
     metric = METRICS[info["metric"]]
-    rows = write_leaderboard(run)
+    records = load_trials(run)
+    rows = write_leaderboard(run, records)
     columns = [c for c in _columns(rows) if c != "error"]
     esc = html.escape
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
@@ -187,7 +190,7 @@ th{{background:#f4f4f4}} .facts th{{width:14rem}}
 </style></head><body>
 <h1>AutoML report: {esc(run.path.name)}</h1>
 <h2>Run</h2><table class="facts">{facts_html}</table>
-<h2>Optimization history</h2>{_history_svg(run, metric.name, metric.greater_is_better)}
+<h2>Optimization history</h2>{_history_svg(records, metric.name, metric.greater_is_better)}
 <h2>Leaderboard</h2>
 <table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 </body></html>

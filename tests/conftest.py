@@ -66,6 +66,21 @@ params:
 """
 
 
+@pytest.fixture
+def blood_search(tmp_path: Path, blood_csv: Path):  # noqa: ANN201
+    """Search blood-transfusion (target Class) into tmp_path/OUT over the given space texts."""
+    from automl.search.loop import run_search
+
+    def search(*space_texts: str, out: str | Path = "run", **options):  # noqa: ANN003, ANN202
+        spaces = [write_space(tmp_path, f"space{i}.yaml", t) for i, t in enumerate(space_texts)]
+        options = {"threads": 1, "progress": lambda line: None} | options
+        return run_search(
+            data=str(blood_csv), target="Class", out=tmp_path / out, spaces=spaces, **options
+        )
+
+    return search
+
+
 class CliResult:
     def __init__(self, code: int, out: str, err: str) -> None:
         self.code, self.out, self.err = code, out, err

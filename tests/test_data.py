@@ -13,8 +13,7 @@ import pytest
 from automl.data import infer_task, load_dataset
 from automl.models import FAMILIES, Family
 from automl.run import RunDir, load_trials
-from automl.search.loop import run_search
-from tests.conftest import FAST_LINEAR, ROOT, write_space
+from tests.conftest import FAST_LINEAR, ROOT
 
 
 @pytest.mark.parametrize(
@@ -77,25 +76,14 @@ class _NaNModel:
 
 
 def test_nan_predictions_fail_the_trial_not_the_search(
-    tmp_path: Path, blood_csv: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    blood_search,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
     family = Family("nan_model", frozenset({"x"}), "onehot", _NaNModel, lambda d: None)
     monkeypatch.setitem(FAMILIES, "nan_model", family)
-    spaces = [
-        write_space(
-            tmp_path, "nan.yaml", "family: nan_model\nparams:\n  x: {type: int, low: 1, high: 3}\n"
-        ),
-        write_space(tmp_path, "lin.yaml", FAST_LINEAR),
-    ]
-    summary = run_search(
-        data=str(blood_csv),
-        target="Class",
-        out=tmp_path / "run",
-        spaces=spaces,
-        trials=4,
-        threads=1,
-        progress=lambda s: None,
-    )
+    nan_space = "family: nan_model\nparams:\n  x: {type: int, low: 1, high: 3}\n"
+    summary = blood_search(nan_space, FAST_LINEAR, trials=4)
     records = load_trials(RunDir(tmp_path / "run"))
     failed = [r for r in records if r.status == "failed"]
     assert summary.finished == 4 and len(failed) >= 1

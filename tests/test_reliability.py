@@ -85,23 +85,10 @@ def test_a_second_search_on_the_same_run_directory_is_refused(tmp_path: Path, cl
     assert "another `automl search` is running on this run directory" in result.err
 
 
-def test_same_seed_same_trials(tmp_path: Path, blood_csv: Path) -> None:
-    spaces = [
-        write_space(tmp_path, "rf.yaml", FAST_TREES),
-        write_space(tmp_path, "lin.yaml", FAST_LINEAR),
-    ]
+def test_same_seed_same_trials(tmp_path: Path, blood_search) -> None:  # noqa: ANN001
     runs = []
     for name in ("a", "b"):
-        run_search(
-            data=str(blood_csv),
-            target="Class",
-            out=tmp_path / name,
-            spaces=spaces,
-            trials=8,
-            seed=7,
-            threads=1,
-            **QUIET,
-        )
+        blood_search(FAST_TREES, FAST_LINEAR, out=name, trials=8, seed=7)
         runs.append(
             [
                 (r.family, r.params, r.val_score, r.test_score)
@@ -128,20 +115,8 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(
 
 
 @pytest.fixture
-def finished_run(tmp_path: Path, blood_csv: Path) -> Path:
-    spaces = [
-        write_space(tmp_path, "rf.yaml", FAST_TREES),
-        write_space(tmp_path, "lin.yaml", FAST_LINEAR),
-    ]
-    run_search(
-        data=str(blood_csv),
-        target="Class",
-        out=tmp_path / "run",
-        spaces=spaces,
-        trials=12,
-        threads=1,
-        **QUIET,
-    )
+def finished_run(tmp_path: Path, blood_search) -> Path:  # noqa: ANN001
+    blood_search(FAST_TREES, FAST_LINEAR, trials=12)
     return tmp_path / "run"
 
 
@@ -187,7 +162,7 @@ def test_sigkill_during_ensemble_and_report_leaves_no_torn_file(finished_run: Pa
 
 
 @pytest.mark.slow
-def test_soak_200_trials_memory_and_descriptors_stay_flat(tmp_path: Path, blood_csv: Path) -> None:
+def test_soak_200_trials_memory_and_descriptors_stay_flat(tmp_path: Path, blood_search) -> None:  # noqa: ANN001
     process = psutil.Process()
     samples: dict[int, tuple[float, int]] = {}
 
@@ -196,17 +171,7 @@ def test_soak_200_trials_memory_and_descriptors_stay_flat(tmp_path: Path, blood_
             number = int(line.split()[1])
             samples[number] = (process.memory_info().rss, process.num_fds())
 
-    spaces = [write_space(tmp_path, "lin.yaml", FAST_LINEAR)]
-    summary = run_search(
-        data=str(blood_csv),
-        target="Class",
-        out=tmp_path / "run",
-        spaces=spaces,
-        trials=200,
-        sampler="random",
-        threads=1,
-        progress=sample,
-    )
+    summary = blood_search(FAST_LINEAR, trials=200, sampler="random", progress=sample)
     assert summary.finished == 200
     rss_early, fds_early = samples[20]
     rss_late, fds_late = samples[199]
@@ -218,18 +183,9 @@ def test_soak_200_trials_memory_and_descriptors_stay_flat(tmp_path: Path, blood_
     assert len(dirs) == 200 and all((d / MANIFEST).exists() for d in dirs)
 
 
-def test_out_with_dotdot_is_resolved_and_shown(tmp_path: Path, blood_csv: Path) -> None:
+def test_out_with_dotdot_is_resolved_and_shown(tmp_path: Path, blood_search) -> None:  # noqa: ANN001
     lines: list[str] = []
-    out = tmp_path / "a" / ".." / "b"
-    run_search(
-        data=str(blood_csv),
-        target="Class",
-        out=out,
-        trials=1,
-        threads=1,
-        spaces=[write_space(tmp_path, "lin.yaml", FAST_LINEAR)],
-        progress=lines.append,
-    )
+    blood_search(FAST_LINEAR, out=Path("a") / ".." / "b", trials=1, progress=lines.append)
     assert (tmp_path / "b" / "run.json").exists() and not (tmp_path / "a").exists()
     assert lines[0].startswith(f"search {tmp_path / 'b'}: ")
 
@@ -239,17 +195,9 @@ def test_passwords_in_storage_urls_are_masked() -> None:
     assert mask_url("sqlite:////tmp/study.db") == "sqlite:////tmp/study.db"
 
 
-def test_resume_refuses_other_data(tmp_path: Path, blood_csv: Path, credit_csv: Path) -> None:
+def test_resume_refuses_other_data(tmp_path: Path, blood_search, credit_csv: Path) -> None:  # noqa: ANN001
+    blood_search(FAST_LINEAR, trials=1)
     spaces = [write_space(tmp_path, "lin.yaml", FAST_LINEAR)]
-    run_search(
-        data=str(blood_csv),
-        target="Class",
-        out=tmp_path / "run",
-        trials=1,
-        spaces=spaces,
-        threads=1,
-        **QUIET,
-    )
     with pytest.raises(
         UserInputError,
         match=r"holds a search with different data_sha256, "

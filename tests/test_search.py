@@ -17,7 +17,7 @@ import pytest
 
 from automl.run import STUDY_NAME, RunDir, load_trials
 from automl.search.hyperopt_adapter import HyperoptProposer, hyperopt_vals
-from automl.search.loop import make_sampler, run_search
+from automl.search.loop import make_sampler
 from automl.space import SearchSpace
 from tests.conftest import FAST_LINEAR, FAST_TREES, ROOT, SPACES, write_space
 
@@ -87,24 +87,12 @@ def test_hyperopt_proposals_respect_ranges_and_conditions() -> None:
     [("optuna", "tpe"), ("optuna", "random"), ("hyperopt", "tpe"), ("hyperopt", "random")],
 )
 def test_search_with_each_sampler(
-    tmp_path: Path, blood_csv: Path, backend: str, sampler: str
+    tmp_path: Path,
+    blood_search,
+    backend: str,
+    sampler: str,  # noqa: ANN001
 ) -> None:
-    spaces = [
-        write_space(tmp_path, "rf.yaml", FAST_TREES),
-        write_space(tmp_path, "lin.yaml", FAST_LINEAR),
-    ]
-    summary = run_search(
-        data=str(blood_csv),
-        target="Class",
-        out=tmp_path / "run",
-        spaces=spaces,
-        backend=backend,
-        sampler=sampler,
-        trials=6,
-        seed=0,
-        threads=1,
-        **QUIET,
-    )
+    summary = blood_search(FAST_TREES, FAST_LINEAR, backend=backend, sampler=sampler, trials=6)
     assert summary.finished == 6 and summary.failed == 0
     records = load_trials(RunDir(tmp_path / "run"))
     assert [r.status for r in records] == ["complete"] * 6
@@ -115,21 +103,9 @@ def test_search_with_each_sampler(
     assert len({str(sorted(r.params.items())) for r in records}) >= 5  # not one point repeated
 
 
-def test_failing_trial_is_recorded_and_the_search_goes_on(tmp_path: Path, blood_csv: Path) -> None:
-    bad = write_space(
-        tmp_path, "bad.yaml", "family: lightgbm\nparams:\n  num_leaves: {type: fixed, value: 1}\n"
-    )
-    spaces = [bad, write_space(tmp_path, "lin.yaml", FAST_LINEAR)]
-    summary = run_search(
-        data=str(blood_csv),
-        target="Class",
-        out=tmp_path / "run",
-        spaces=spaces,
-        trials=5,
-        seed=0,
-        threads=1,
-        **QUIET,
-    )
+def test_failing_trial_is_recorded_and_the_search_goes_on(tmp_path: Path, blood_search) -> None:  # noqa: ANN001
+    bad = "family: lightgbm\nparams:\n  num_leaves: {type: fixed, value: 1}\n"
+    summary = blood_search(bad, FAST_LINEAR, trials=5)
     records = load_trials(RunDir(tmp_path / "run"))
     failed = [r for r in records if r.status == "failed"]
     assert summary.finished == 5 and summary.failed == len(failed) >= 1
@@ -141,24 +117,13 @@ def test_failing_trial_is_recorded_and_the_search_goes_on(tmp_path: Path, blood_
     assert board.loc[board.status == "failed", "error"].str.contains("num_leaves").all()
 
 
-def test_time_budget_holds_across_resumes(tmp_path: Path, blood_csv: Path) -> None:
-    spaces = [write_space(tmp_path, "rf.yaml", FAST_TREES)]
-    kwargs = dict(
-        data=str(blood_csv),
-        target="Class",
-        out=tmp_path / "run",
-        spaces=spaces,
-        time_budget=4.0,
-        seed=0,
-        threads=1,
-        **QUIET,
-    )
+def test_time_budget_holds_across_resumes(blood_search) -> None:  # noqa: ANN001
     start = time.time()
-    first = run_search(**kwargs)
+    first = blood_search(FAST_TREES, time_budget=4.0)
     assert time.time() - start < 4.0 + 3.0  # one small trial may finish past the line
     assert first.finished >= 2
     lines: list[str] = []
-    second = run_search(**(kwargs | {"progress": lines.append}))
+    second = blood_search(FAST_TREES, time_budget=4.0, progress=lines.append)
     assert second.finished == first.finished  # the budget was already spent
     assert any("time budget of 4s reached" in line for line in lines)
 
@@ -243,21 +208,11 @@ def test_sigkill_during_a_trial_then_resume(tmp_path: Path) -> None:
     assert (board.status == "complete").sum() == 8
 
 
-def test_storage_url_elsewhere_holds_the_study(tmp_path: Path, blood_csv: Path) -> None:
+def test_storage_url_elsewhere_holds_the_study(tmp_path: Path, blood_search) -> None:  # noqa: ANN001
     url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
-    spaces = [write_space(tmp_path, "lin.yaml", FAST_LINEAR)]
-    kwargs = dict(
-        data=str(blood_csv),
-        target="Class",
-        out=tmp_path / "run",
-        spaces=spaces,
-        storage=url,
-        threads=1,
-        **QUIET,
-    )
-    run_search(trials=2, **kwargs)
+    blood_search(FAST_LINEAR, trials=2, storage=url)
     assert (tmp_path / "elsewhere.db").exists() and not (tmp_path / "run" / "study.db").exists()
     assert RunDir(tmp_path / "run").info()["storage"] == url
-    run_search(**(kwargs | {"trials": 3, "storage": None}))  # resume finds the study from run.json
+    blood_search(FAST_LINEAR, trials=3)  # no --storage: resume finds the study from run.json
     study = optuna.load_study(study_name=STUDY_NAME, storage=url)
     assert len(study.trials) == 3
