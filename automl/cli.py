@@ -43,11 +43,16 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds one trial may take; each trial then runs in its own process",
     )
+    search.add_argument(
+        "--cv",
+        type=int,
+        help="cross-fit each trial in K folds: out-of-fold predictions feed the ensemble",
+    )
 
     ensemble = sub.add_parser("ensemble", help="fit ensembles on a run's saved predictions")
     ensemble.add_argument("run_dir")
     ensemble.add_argument(
-        "--method", action="append", help="nelder-mead, greedy or mean (repeatable)"
+        "--method", action="append", help="nelder-mead, greedy, stacking or mean (repeatable)"
     )
     ensemble.add_argument("--recipe", action="append", help="ensembles/*.yaml recipe (repeatable)")
     ensemble.add_argument("--top-k", type=int, default=20, help="members in the pool (default 20)")
@@ -93,6 +98,7 @@ def _search(args: argparse.Namespace, argv: Sequence[str]) -> int:
         metric=args.metric,
         threads=args.threads,
         trial_timeout=args.trial_timeout,
+        cv=args.cv,
         argv=["automl", *argv],
     )
     print(format_table(leaderboard_rows(RunDir(summary.run_dir))))

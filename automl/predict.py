@@ -16,14 +16,14 @@ import numpy as np
 import pandas as pd
 
 from automl.data import Schema, coerce_features
-from automl.ensemble.build import load_ensembles
+from automl.ensemble.base import weighted_average
+from automl.ensemble.build import COMBINER_FILE, load_ensembles
 from automl.errors import UserInputError
 from automl.io import verify
 from automl.metrics import METRICS
-from automl.models import FAMILIES
 from automl.preprocess import transform
 from automl.run import RunDir, load_trials
-from automl.search.evaluate import ENCODER_FILE
+from automl.search.evaluate import ENCODER_FILE, load_trial_model
 
 
 class TrialModel:
@@ -32,28 +32,42 @@ class TrialModel:
     def __init__(self, run: RunDir, number: int, family: str) -> None:
         directory = run.trial_dir(number)
         self.encoder = joblib.load(verify(directory, ENCODER_FILE))
-        self.model = FAMILIES[family].load(directory)
+        self.model = load_trial_model(directory)
 
     def predict(self, x: pd.DataFrame) -> np.ndarray:
         return self.model.predict(transform(self.encoder, x))
 
 
 class Predictor:
-    """A weighted average of trial models (one member of weight 1 for a single model)."""
+    """Trial models combined as their ensemble was: a weighted (power) average, or a stacking
+    meta-learner; a single model is one member of weight 1."""
 
-    def __init__(self, run: RunDir, members: list[tuple[int, str, float]], name: str) -> None:
+    def __init__(
+        self,
+        run: RunDir,
+        members: list[tuple[int, str, float]],
+        name: str,
+        power: float = 1.0,
+        combiner: Any = None,
+    ) -> None:
         info = run.info()
         self.name = name
         self.task: str = info["task"]
         self.classes: list[Any] = info["classes"]
         self.schema = Schema.from_dict(info["schema"])
+        self.power = power
+        self.combiner = combiner
         self.members = [
             (TrialModel(run, number, family), weight) for number, family, weight in members
         ]
 
     def _raw(self, frame: pd.DataFrame, source: str) -> np.ndarray:
         x = coerce_features(frame, self.schema, source)
-        return sum(weight * model.predict(x) for model, weight in self.members)
+        preds = [model.predict(x) for model, _ in self.members]
+        if self.combiner is not None:
+            return self.combiner.predict(preds)
+        weights = np.array([weight for _, weight in self.members])
+        return weighted_average(np.stack(preds), weights, self.power)
 
     def predict_proba(self, frame: pd.DataFrame, source: str = "data") -> np.ndarray:
         if self.task == "regression":
@@ -91,13 +105,17 @@ def load_predictor(run_dir: str | Path, which: str = "best") -> Predictor:
         if number not in family_of:
             raise UserInputError(f"{run.path}: no completed trial {number}")
         return Predictor(run, [(number, family_of[number], 1.0)], f"trial {number}")
-    candidates: list[tuple[float, str, list[tuple[int, str, float]]]] = [
-        (r.val_score, r.name, [(r.number, r.family, 1.0)]) for r in trials
+    candidates: list[tuple[float, str, list[tuple[int, str, float]], dict[str, Any]]] = [
+        (r.val_score, r.name, [(r.number, r.family, 1.0)], {}) for r in trials
     ]
     if which == "best":
         for ensemble in load_ensembles(run):
             members = [(m["trial"], m["family"], m["weight"]) for m in ensemble["members"]]
-            candidates.append((ensemble["val_score"], f"ensemble-{ensemble['name']}", members))
+            how: dict[str, Any] = {"power": ensemble.get("power", 1.0)}
+            if ensemble.get("combiner", "weighted") != "weighted":
+                directory = run.ensemble_dir(ensemble["name"])
+                how["combiner"] = joblib.load(verify(directory, COMBINER_FILE))
+            candidates.append((ensemble["val_score"], f"ensemble-{ensemble['name']}", members, how))
     elif which != "best_single":
         raise UserInputError(
             f"which must be 'best', 'best_single' or a trial number; got {which!r}"
@@ -105,5 +123,5 @@ def load_predictor(run_dir: str | Path, which: str = "best") -> Predictor:
     if not candidates:
         raise UserInputError(f"{run.path}: no completed trial to predict with")
     candidates.sort(key=lambda c: -c[0] if metric.greater_is_better else c[0])
-    _, name, members = candidates[0]
-    return Predictor(run, members, name)
+    _, name, members, how = candidates[0]
+    return Predictor(run, members, name, **how)

@@ -61,7 +61,7 @@ def test_search_ensemble_report_predict_end_to_end(tmp_path: Path, cli) -> None:
     assert result.code == 0 and (run / "report.html").exists()
     board = pd.read_csv(run / "leaderboard.csv")
     assert list(board.columns[: len(LEADERBOARD_COLUMNS)]) == LEADERBOARD_COLUMNS
-    assert len(board) == 6 + 3
+    assert len(board) == 6 + 4  # trials and the four ensembles
     assert set(board.family) == {"random_forest", "mlp", "linear", "ensemble"}
     assert board.val_score.is_monotonic_decreasing  # ranked by validation ROC AUC
     assert (board.test_score > 0.9).all()
@@ -338,6 +338,11 @@ MORE_BAD_INPUT = [
         "unknown file type",
         lambda p: ["--data", _csv(p, "x", "d.xlsx"), "--target", "y"],
         r"d\.xlsx: unknown file type; expected \.csv, \.csv\.gz, \.parquet or \.npz",
+    ),
+    (
+        "one fold",
+        lambda p: ["--data", "builtin:iris", "--cv", "1"],
+        r"--cv must be a whole number of folds from 2 to 20; got 1",
     ),
     (
         "non-positive trial timeout",

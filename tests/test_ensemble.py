@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from automl.ensemble import GreedyEnsemble, MeanEnsemble, NelderMeadEnsemble
+from automl.ensemble import GreedyEnsemble, MeanEnsemble, NelderMeadEnsemble, StackingEnsemble
+from automl.ensemble.insight import describe, signed_gain, split_half_check
 from automl.ensemble.nelder_mead import to_weights
 from automl.metrics import METRICS
 
@@ -88,3 +89,73 @@ def test_members_of_different_shapes_are_refused() -> None:
         ValueError, match=r"members' predictions differ in shape: \[\(2,\), \(3,\)\]"
     ):
         MeanEnsemble(RMSE).fit([np.zeros(2), np.zeros(3)], np.zeros(2))
+
+
+def _probabilities(y: np.ndarray, strength: float, noise: float, seed: int) -> np.ndarray:
+    """Binary probabilities informative about y with the given strength and noise."""
+    rng = np.random.default_rng(seed)
+    logits = (2 * y - 1) * strength + rng.normal(scale=noise, size=len(y))
+    p1 = 1 / (1 + np.exp(-logits))
+    return np.column_stack([1 - p1, p1])
+
+
+def test_stacking_beats_the_mean_when_one_member_is_inverted() -> None:
+    y = np.random.default_rng(3).integers(0, 2, size=600)
+    good = _probabilities(y, 1.0, 1.0, seed=4)
+    inverted = _probabilities(y, 1.0, 1.0, seed=5)[:, ::-1]  # confidently, consistently wrong
+    members = [good, inverted]
+    mean = MeanEnsemble(LOG_LOSS).fit(members, y).score(members, y)
+    stacking = StackingEnsemble(LOG_LOSS).fit(members, y)
+    assert stacking.meta_.coef_[0, 0] > 0 > stacking.meta_.coef_[0, 1]  # inverted is used, negated
+    assert LOG_LOSS(y, stacking.oof_) < mean - 0.2  # and on its own cross-validated predictions
+    assert stacking.weights_.sum() == pytest.approx(1.0)
+
+
+def test_stacking_regression_and_multiclass_shapes() -> None:
+    rng = np.random.default_rng(6)
+    y = rng.normal(size=200)
+    members = [y + rng.normal(scale=0.3, size=200), 2 * y + 1]
+    ridge = StackingEnsemble(RMSE).fit(members, y)
+    assert ridge.predict(members).shape == (200,)
+    assert RMSE(y, ridge.oof_) < 0.05  # 2y+1 is an exact linear map of the truth
+    classes = rng.integers(0, 3, size=300)
+    probs = [np.eye(3)[classes] * 0.6 + rng.dirichlet(np.ones(3), 300) * 0.4 for _ in range(2)]
+    multi = StackingEnsemble(LOG_LOSS).fit(probs, classes)
+    proba = multi.predict(probs)
+    assert proba.shape == (300, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+
+
+def test_power_averaging_is_chosen_when_it_sharpens_underconfident_members() -> None:
+    y = np.random.default_rng(7).integers(0, 2, size=500)
+    # Members whose probabilities are squashed toward 0.5: p**k with k > 1 restores confidence.
+    members = [0.5 + 0.3 * (_probabilities(y, 3.0, 1.0, seed=s) - 0.5) for s in (8, 9)]
+    plain = NelderMeadEnsemble(LOG_LOSS).fit(members, y)
+    powered = NelderMeadEnsemble(LOG_LOSS, powers=[1, 2, 3, 4]).fit(members, y)
+    assert plain.power_ == 1.0
+    assert powered.power_ > 1.0
+    assert powered.score(members, y) < plain.score(members, y) - 0.05
+    assert set(powered.powers_) == {1.0, 2.0, 3.0, 4.0}
+    np.testing.assert_allclose(powered.predict(members).sum(axis=1), 1.0)
+    with pytest.raises(ValueError, match=r"powers must be numbers in \(0, 16\]; got \[0\]"):
+        NelderMeadEnsemble(LOG_LOSS, powers=[0])
+
+
+def test_insight_leave_one_out_correlation_and_split_half() -> None:
+    rng = np.random.default_rng(10)
+    y = rng.normal(size=400)
+    a = y + rng.normal(scale=0.5, size=400)
+    b = y + rng.normal(scale=0.5, size=400)  # independent errors: averaging halves the variance
+    junk = a + 2.0  # a with a bias: whatever it adds, a adds better
+    members = [a, b, a.copy(), junk]
+    ensemble = NelderMeadEnsemble(RMSE).fit(members, y)
+    info = describe(ensemble, ["a", "b", "a2", "junk"], members, y, RMSE)
+    assert info["leave_one_out"]["b"] > 0.05  # b helps: leaving it out costs RMSE
+    assert (info["leave_one_out"]["junk"] or 0.0) < 0.005  # junk adds (next to) nothing
+    shown = info["error_correlation"]["members"]
+    corr = dict(zip(shown, info["error_correlation"]["matrix"], strict=True))
+    assert abs(corr["b"][shown.index("a" if "a" in shown else "a2")]) < 0.2
+    check = split_half_check(lambda: NelderMeadEnsemble(RMSE), members, y, RMSE)
+    assert len(check["gains"]) == 2 and check["mean_gain"] > 0.05  # a real gain survives halves
+    assert signed_gain(RMSE, 0.4, 0.5) == pytest.approx(0.1)
+    assert signed_gain(METRICS["roc_auc"], 0.8, 0.85) == pytest.approx(-0.05)

@@ -20,15 +20,44 @@ def stack(preds: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack([np.asarray(p, dtype=float) for p in preds])
 
 
-def weighted_average(stacked: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return np.tensordot(np.asarray(weights, dtype=float), stacked, axes=1)
+def weighted_average(stacked: np.ndarray, weights: np.ndarray, power: float = 1.0) -> np.ndarray:
+    """The weighted mean of members; with `power` k != 1 (probabilities only), the weighted mean
+    of p**k renormalized to sum to one per row, which sharpens (k > 1) or softens (k < 1)."""
+    weights = np.asarray(weights, dtype=float)
+    if power == 1.0 or stacked.ndim < 3:
+        return np.tensordot(weights, stacked, axes=1)
+    mixed = np.tensordot(weights, np.power(stacked, power), axes=1)
+    return mixed / mixed.sum(axis=-1, keepdims=True)
 
 
-class WeightedEnsemble(ABC):
-    """Base: subclasses set `weights_` in `fit`; predicting is the weighted average."""
+class Ensembler(ABC):
+    """What every ensembler offers: fit on members' validation predictions, then predict.
+
+    `weights_` says how much each member counts (for stacking: the share of the meta-learner's
+    coefficients, a measure of reliance rather than averaging weights).
+    """
+
+    combiner = "weighted"  # how predict combines members: "weighted" average or "stacking"
 
     def __init__(self, metric: Metric) -> None:
         self.metric = metric
+
+    @abstractmethod
+    def fit(self, preds: Sequence[np.ndarray], y: np.ndarray) -> Ensembler:
+        """Learn from members' validation predictions and the truth."""
+
+    @abstractmethod
+    def predict(self, preds: Sequence[np.ndarray]) -> np.ndarray:
+        """Combine members' predictions (same members, same order as in fit)."""
+
+    def score(self, preds: Sequence[np.ndarray], y: np.ndarray) -> float:
+        return self.metric(y, self.predict(preds))
+
+
+class WeightedEnsemble(Ensembler):
+    """Base: subclasses set `weights_` (and maybe `power_`) in `fit`; predicting averages."""
+
+    power_ = 1.0
 
     @abstractmethod
     def fit(self, preds: Sequence[np.ndarray], y: np.ndarray) -> WeightedEnsemble:
@@ -37,7 +66,4 @@ class WeightedEnsemble(ABC):
     def predict(self, preds: Sequence[np.ndarray]) -> np.ndarray:
         if not hasattr(self, "weights_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit first")
-        return weighted_average(stack(preds), self.weights_)
-
-    def score(self, preds: Sequence[np.ndarray], y: np.ndarray) -> float:
-        return self.metric(y, self.predict(preds))
+        return weighted_average(stack(preds), self.weights_, self.power_)

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import io
 import re
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import yaml
 
-from automl.ensemble import METHODS, WeightedEnsemble
+from automl.ensemble import METHODS, Ensembler
+from automl.ensemble.insight import describe, signed_gain, split_half_check
+from automl.ensemble.keras_export import export_if_keras
 from automl.errors import UserInputError
 from automl.io import verify, write_bytes_atomic, write_json_atomic, write_manifest
 from automl.metrics import METRICS, Metric
@@ -26,6 +30,7 @@ from automl.run import RunDir, TrialRecord, load_predictions, load_trials
 DEFAULT_TOP_K = 20
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 TARGETS_DIR = "targets"
+COMBINER_FILE = "combiner.joblib"
 
 
 def save_targets(run: RunDir, y_val: np.ndarray, y_test: np.ndarray) -> None:
@@ -54,6 +59,7 @@ class Recipe:
     per_family: bool = False
     options: dict[str, Any] | None = None
     name: str | None = None
+    families: list[str] | None = None  # only trials of these families join the pool
 
     @property
     def label(self) -> str:
@@ -85,12 +91,23 @@ def load_recipe(path: str | Path) -> Recipe:
             f"{source}: name must be letters, digits, '.', '_' or '-' (not starting with '.'), "
             f"since it names a folder in the run directory; got {name!r}"
         )
+    families = pool.get("families")
+    if families is not None and not (
+        isinstance(families, list) and all(isinstance(f, str) for f in families)
+    ):
+        raise UserInputError(f"{source}: pool.families must be a list of family names")
+    options = data.get("options") or {}
+    try:
+        METHODS[method](METRICS["rmse"], **options)
+    except (TypeError, ValueError) as exc:
+        raise UserInputError(f"{source}: options for {method}: {exc}") from None
     return Recipe(
         method=method,
         top_k=top_k,
         per_family=bool(pool.get("per_family", False)),
-        options=data.get("options") or {},
+        options=options,
         name=name,
+        families=families,
     )
 
 
@@ -137,49 +154,105 @@ def _valid_members(run: RunDir, pool: list[TrialRecord], shape_val: tuple, shape
     return members, val_preds, test_preds
 
 
+def _save_array(directory: Path, name: str, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    write_bytes_atomic(directory / name, buffer.getvalue())
+
+
 def build_ensemble(run: RunDir, recipe: Recipe) -> dict[str, Any]:
     """Fit `recipe` on the run's validation predictions, score it on test, save it."""
     info = run.info()
     metric = METRICS[info["metric"]]
+    cv = int(info.get("cv") or 0)
     y_val, y_test = load_targets(run)
-    pool = select_pool(load_trials(run), metric, recipe.top_k, recipe.per_family)
+    records = load_trials(run)
+    if recipe.families:
+        records = [r for r in records if r.family in recipe.families]
+    pool = select_pool(records, metric, recipe.top_k, recipe.per_family)
     n_classes = len(info["classes"])
     shape_val = (len(y_val), n_classes) if info["task"] != "regression" else (len(y_val),)
     shape_test = (len(y_test),)
     members, val_preds, test_preds = _valid_members(run, pool, shape_val, shape_test)
     if not members:
         raise UserInputError(f"{run.path}: no completed trial with usable predictions to ensemble")
-    ensembler: WeightedEnsemble = METHODS[recipe.method](metric, **(recipe.options or {}))
+
+    def make() -> Ensembler:
+        return METHODS[recipe.method](metric, **(recipe.options or {}))
+
+    ensembler = make()
+    start = time.perf_counter()
     ensembler.fit(val_preds, y_val)
-    val_pred, test_pred = ensembler.predict(val_preds), ensembler.predict(test_preds)
-    best_single = members[0]
+    fit_seconds = time.perf_counter() - start
+    # Stacking scores its own cross-validated predictions: an in-sample score would flatter it.
+    val_pred = getattr(ensembler, "oof_", None)
+    if val_pred is None:
+        val_pred = ensembler.predict(val_preds)
+    test_pred = ensembler.predict(test_preds)
+    best_single = members[0]  # the pool is sorted by validation score
+    val_score, test_score = metric(y_val, val_pred), metric(y_test, test_pred)
+    names = [r.name for r in members]
+    insight = describe(ensembler, names, val_preds, y_val, metric)
+    keep = [
+        i
+        for i, w in enumerate(ensembler.weights_)
+        if w > 0 or ensembler.combiner != "weighted"  # stacking needs every member it saw
+    ]
     summary = {
         "method": recipe.method,
         "name": recipe.label,
         "metric": metric.name,
-        "val_score": metric(y_val, val_pred),
-        "test_score": metric(y_test, test_pred),
+        "combiner": ensembler.combiner,
+        "power": float(getattr(ensembler, "power_", 1.0)),
+        "val_score": val_score,
+        "test_score": test_score,
+        "fit_seconds": fit_seconds,
         "best_single": {
             "name": best_single.name,
             "val_score": best_single.val_score,
             "test_score": best_single.test_score,
         },
+        "gain": {
+            "val": signed_gain(metric, val_score, best_single.val_score),
+            "test": signed_gain(metric, test_score, best_single.test_score),
+        },
+        "split_half": split_half_check(make, val_preds, y_val, metric),
         "members": [
-            {"trial": r.number, "name": r.name, "family": r.family, "weight": float(w)}
-            for r, w in zip(members, ensembler.weights_, strict=True)
-            if w > 0
+            {
+                "trial": members[i].number,
+                "name": members[i].name,
+                "family": members[i].family,
+                "weight": float(ensembler.weights_[i]),
+                "leave_one_out": insight["leave_one_out"][members[i].name],
+            }
+            for i in keep
         ],
+        "error_correlation": insight["error_correlation"],
         "pool_size": len(members),
-        "note": "weights fit on the same validation split that chose the members; "
-        "its validation score is optimistic, the test score is not",
+        "validation": "out-of-fold" if cv else "holdout",
+        "note": (
+            f"weights fit on out-of-fold predictions of {cv}-fold cross-fitting over the "
+            "training rows; the test score is on rows no model or ensemble saw"
+            if cv
+            else "weights fit on the same validation split that chose the members, so the "
+            "validation score and gain are optimistic; the split-half gain and the test "
+            "score are not"
+        ),
     }
     directory = run.ensemble_dir(recipe.label)
-    for part, pred in (("val", val_pred), ("test", test_pred)):
+    _save_array(directory, "val_pred.npy", val_pred)
+    _save_array(directory, "test_pred.npy", test_pred)
+    files = ["val_pred.npy", "test_pred.npy", "weights.json"]
+    if ensembler.combiner != "weighted":
         buffer = io.BytesIO()
-        np.save(buffer, pred, allow_pickle=False)
-        write_bytes_atomic(directory / f"{part}_pred.npy", buffer.getvalue())
+        joblib.dump(ensembler, buffer)
+        write_bytes_atomic(directory / COMBINER_FILE, buffer.getvalue())
+        files.append(COMBINER_FILE)
+    summary["keras_export"] = export_if_keras(run, summary, directory)
+    if summary["keras_export"].get("file"):
+        files.extend(summary["keras_export"]["files"])
     write_json_atomic(directory / "weights.json", summary)
-    write_manifest(directory, ["val_pred.npy", "test_pred.npy", "weights.json"])
+    write_manifest(directory, files)
     return summary
 
 

@@ -5,6 +5,9 @@ weighting (non-negative, summing to one) and a member can be switched off exactl
 starts from the uniform weights, the greedy solution and the best single member; the best end
 point wins, and since each start is a vertex of its simplex, the result is never worse on
 validation than the best start.
+
+Power averaging (classification): with `powers`, each k is tried (mean of p**k, renormalized)
+and the k with the lowest validation error is kept; k = 1 is the plain weighted mean.
 """
 
 from __future__ import annotations
@@ -30,14 +33,22 @@ def to_weights(z: np.ndarray) -> np.ndarray:
 
 class NelderMeadEnsemble(WeightedEnsemble):
     def __init__(
-        self, metric: Metric, starts: Sequence[str] = STARTS, max_evaluations: int = 3000
+        self,
+        metric: Metric,
+        starts: Sequence[str] = STARTS,
+        max_evaluations: int = 3000,
+        powers: Sequence[float] = (1.0,),
     ) -> None:
         super().__init__(metric)
         unknown = [s for s in starts if s not in STARTS]
         if unknown:
             raise ValueError(f"NelderMeadEnsemble starts must be among {STARTS}; got {unknown}")
+        bad = [k for k in powers if not (isinstance(k, int | float) and 0 < k <= 16)]
+        if bad or not powers:
+            raise ValueError(f"NelderMeadEnsemble powers must be numbers in (0, 16]; got {powers}")
         self.starts = tuple(starts)
         self.max_evaluations = max_evaluations
+        self.powers = tuple(float(k) for k in powers)
 
     def _start_points(self, stacked: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
         n = stacked.shape[0]
@@ -53,14 +64,35 @@ class NelderMeadEnsemble(WeightedEnsemble):
 
     def fit(self, preds: Sequence[np.ndarray], y: np.ndarray) -> NelderMeadEnsemble:
         stacked = stack(preds)
+        powers = self.powers if stacked.ndim == 3 else (1.0,)  # powers are for probabilities
+        starts = self._start_points(stacked, y)
+        self.powers_ = {}
+        best = None
+        for power in powers:
+            weights, error, start_name, trace = self._fit_power(stacked, y, starts, power)
+            self.powers_[power] = error
+            if best is None or error < best[1] - 1e-12:
+                best = (weights, error, start_name, trace, power)
+        weights, _, self.best_start_, self.starts_, self.power_ = best
+
+        def objective(w: np.ndarray) -> float:
+            return self.metric.error(y, weighted_average(stacked, w, self.power_))
+
+        self.weights_ = self._prune(weights, objective)
+        return self
+
+    def _fit_power(
+        self, stacked: np.ndarray, y: np.ndarray, starts: dict[str, np.ndarray], power: float
+    ) -> tuple[np.ndarray, float, str, dict[str, dict[str, float]]]:
+        """Nelder-Mead from every start at one power; the best end point and its start."""
         n = stacked.shape[0]
 
         def objective(z: np.ndarray) -> float:
-            return self.metric.error(y, weighted_average(stacked, to_weights(z)))
+            return self.metric.error(y, weighted_average(stacked, to_weights(z), power))
 
-        self.starts_ = {}
+        trace: dict[str, dict[str, float]] = {}
         best_name, best_weights, best_error = "", np.full(n, 1.0 / n), np.inf
-        for name, start in self._start_points(stacked, y).items():
+        for name, start in starts.items():
             start_error = objective(start)
             if n == 1:
                 weights, error = start, start_error
@@ -81,12 +113,10 @@ class NelderMeadEnsemble(WeightedEnsemble):
                 weights, error = to_weights(result.x), float(result.fun)
                 if error > start_error:  # cannot happen with start in the simplex; be explicit
                     weights, error = start, start_error
-            self.starts_[name] = {"start_error": start_error, "end_error": error}
+            trace[name] = {"start_error": start_error, "end_error": error}
             if error < best_error:
                 best_name, best_weights, best_error = name, weights, error
-        self.best_start_ = best_name
-        self.weights_ = self._prune(best_weights, objective)
-        return self
+        return best_weights, best_error, best_name, trace
 
     @staticmethod
     def _prune(weights: np.ndarray, objective) -> np.ndarray:  # noqa: ANN001

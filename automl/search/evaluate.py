@@ -11,16 +11,25 @@ import io
 import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import joblib
 import numpy as np
+import pandas as pd
 
 from automl.data import Dataset
 from automl.errors import TrialFailed
-from automl.io import write_bytes_atomic, write_json_atomic, write_manifest
+from automl.io import (
+    MANIFEST,
+    read_json,
+    verify,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_manifest,
+)
 from automl.metrics import EXTRA_METRICS, METRICS, Metric
-from automl.models import FAMILIES, BuildContext
+from automl.models import FAMILIES, BuildContext, Family
 from automl.preprocess import fit_encoder, transform
 from automl.run import RunDir
 from automl.space import SearchSpace
@@ -30,7 +39,13 @@ ENCODER_FILE = "encoder.joblib"
 
 @dataclass
 class TrialContext:
-    """Everything a trial needs that does not change between trials."""
+    """Everything a trial needs that does not change between trials.
+
+    With `cv` K >= 2, a trial is cross-fitted: K models, each trained on K-1 folds of the whole
+    training part (fit plus validation rows), give out-of-fold predictions for every training
+    row; test predictions are the mean of the K models. The encoder is fitted once on all
+    training rows: it learns no labels (category lists and scaling), so the folds stay honest.
+    """
 
     dataset: Dataset
     space: SearchSpace
@@ -39,22 +54,49 @@ class TrialContext:
     seed: int = 0
     threads: int = 1
     deadline: float | None = None
+    cv: int = 0
     _encoded: dict[str, tuple[Any, np.ndarray, np.ndarray, np.ndarray]] = field(
         default_factory=dict, repr=False
     )
 
+    @property
+    def y_val(self) -> np.ndarray:
+        """The truth that validation predictions are scored on (all training rows under cv)."""
+        d = self.dataset
+        return np.concatenate([d.y_fit, d.y_val]) if self.cv else d.y_val
+
     def encoded(self, encoding: str) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
-        """The fitted encoder and encoded fit/val/test matrices, computed once per encoding."""
+        """The fitted encoder and encoded fit/val/test matrices, computed once per encoding.
+
+        Under cv, `fit` and `val` are both all training rows (fit rows first)."""
         if encoding not in self._encoded:
             d = self.dataset
-            encoder = fit_encoder(encoding, d.schema, d.x_fit)
-            self._encoded[encoding] = (
-                encoder,
-                transform(encoder, d.x_fit),
-                transform(encoder, d.x_val),
-                transform(encoder, d.x_test),
-            )
+            if self.cv:
+                x_train = pd.concat([d.x_fit, d.x_val], ignore_index=True)
+                encoder = fit_encoder(encoding, d.schema, x_train)
+                x_enc = transform(encoder, x_train)
+                self._encoded[encoding] = (encoder, x_enc, x_enc, transform(encoder, d.x_test))
+            else:
+                encoder = fit_encoder(encoding, d.schema, d.x_fit)
+                self._encoded[encoding] = (
+                    encoder,
+                    transform(encoder, d.x_fit),
+                    transform(encoder, d.x_val),
+                    transform(encoder, d.x_test),
+                )
         return self._encoded[encoding]
+
+    def folds(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(train rows, held-out rows) per fold, stratified for classification where possible."""
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        y = self.y_val
+        rows = np.zeros(len(y))
+        if self.dataset.task != "regression" and np.bincount(y.astype(int)).min() >= self.cv:
+            splitter: Any = StratifiedKFold(self.cv, shuffle=True, random_state=self.seed)
+        else:
+            splitter = KFold(self.cv, shuffle=True, random_state=self.seed)
+        return list(splitter.split(rows, y))
 
 
 @dataclass
@@ -74,6 +116,70 @@ def check_predictions(pred: np.ndarray, n_rows: int, task: str, n_classes: int) 
         raise TrialFailed("predictions contain NaN or infinite values")
 
 
+def _fit_once(
+    family: Family,
+    params: dict[str, Any],
+    build_ctx: BuildContext,
+    ctx: TrialContext,
+    encoded: tuple[Any, np.ndarray, np.ndarray, np.ndarray],
+    trial_dir: Path,
+) -> tuple[np.ndarray, np.ndarray, list[str], float, float]:
+    """Fit on the fit rows (validation rows for early stopping); predict validation and test."""
+    _, x_fit, x_val, x_test = encoded
+    data = ctx.dataset
+    model = family.build(params, build_ctx)
+    start = time.perf_counter()
+    model.fit(x_fit, data.y_fit, x_val, data.y_val, deadline=ctx.deadline)
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    val_pred, test_pred = model.predict(x_val), model.predict(x_test)
+    predict_seconds = time.perf_counter() - start
+    return val_pred, test_pred, model.save(trial_dir), fit_seconds, predict_seconds
+
+
+def _cross_fit(
+    family: Family,
+    params: dict[str, Any],
+    build_ctx: BuildContext,
+    ctx: TrialContext,
+    encoded: tuple[Any, np.ndarray, np.ndarray, np.ndarray],
+    trial_dir: Path,
+) -> tuple[np.ndarray, np.ndarray, list[str], float, float]:
+    """K models on K-1 folds each (the held-out fold for early stopping): out-of-fold
+    predictions for every training row, test predictions averaged; each fold saved apart."""
+    _, x_train, _, x_test = encoded
+    y = ctx.y_val
+    oof: np.ndarray | None = None
+    test_sum: np.ndarray | None = None
+    fit_seconds = predict_seconds = 0.0
+    files: list[str] = []
+    for k, (train_rows, held_rows) in enumerate(ctx.folds()):
+        model = family.build(params, build_ctx)
+        start = time.perf_counter()
+        model.fit(
+            x_train[train_rows],
+            y[train_rows],
+            x_train[held_rows],
+            y[held_rows],
+            deadline=ctx.deadline,
+        )
+        fit_seconds += time.perf_counter() - start
+        start = time.perf_counter()
+        held_pred, test_pred = model.predict(x_train[held_rows]), model.predict(x_test)
+        predict_seconds += time.perf_counter() - start
+        if oof is None:
+            oof = np.zeros((len(y), *held_pred.shape[1:]))
+            test_sum = np.zeros_like(test_pred, dtype=float)
+        oof[held_rows] = held_pred
+        test_sum += test_pred
+        fold_dir = trial_dir / fold_name(k)
+        fold_dir.mkdir()
+        write_manifest(fold_dir, model.save(fold_dir))
+        files.append(f"{fold_name(k)}/{MANIFEST}")
+    assert oof is not None and test_sum is not None
+    return oof, test_sum / ctx.cv, files, fit_seconds, predict_seconds
+
+
 def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResult:
     config = ctx.space.config(flat)
     family = FAMILIES[config.family]
@@ -84,38 +190,65 @@ def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResul
         shutil.rmtree(trial_dir)
     trial_dir.mkdir(parents=True)
 
-    encoder, x_fit, x_val, x_test = ctx.encoded(family.encoding)
+    encoded = ctx.encoded(family.encoding)
     build_ctx = BuildContext(
         task=data.task, n_classes=n_classes, seed=ctx.seed, threads=ctx.threads
     )
-    model = family.build(config.params, build_ctx)
-    start = time.perf_counter()
-    model.fit(x_fit, data.y_fit, x_val, data.y_val, deadline=ctx.deadline)
-    fit_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    val_pred = model.predict(x_val)
-    test_pred = model.predict(x_test)
-    predict_seconds = time.perf_counter() - start
-    check_predictions(val_pred, len(data.y_val), data.task, n_classes)
+    fit = _cross_fit if ctx.cv else _fit_once
+    val_pred, test_pred, files, fit_seconds, predict_seconds = fit(
+        family, config.params, build_ctx, ctx, encoded, trial_dir
+    )
+    y_val = ctx.y_val
+    check_predictions(val_pred, len(y_val), data.task, n_classes)
     check_predictions(test_pred, len(data.y_test), data.task, n_classes)
 
-    val_score = ctx.metric(data.y_val, val_pred)
+    val_score = ctx.metric(y_val, val_pred)
     if not np.isfinite(val_score):
         raise TrialFailed(f"validation {ctx.metric.name} is {val_score}")
     test_score = ctx.metric(data.y_test, test_pred)
     extra = {f"test_{m}": METRICS[m](data.y_test, test_pred) for m in EXTRA_METRICS[data.task]}
 
-    files = model.save(trial_dir)
     buffer = io.BytesIO()
-    joblib.dump(encoder, buffer)
+    joblib.dump(encoded[0], buffer)
     write_bytes_atomic(trial_dir / ENCODER_FILE, buffer.getvalue())
     for part, pred in (("val", val_pred), ("test", test_pred)):
         buffer = io.BytesIO()
         np.save(buffer, pred, allow_pickle=False)
         write_bytes_atomic(trial_dir / f"{part}_pred.npy", buffer.getvalue())
-    write_json_atomic(trial_dir / "config.json", {"family": config.family, "params": config.params})
+    write_json_atomic(
+        trial_dir / "config.json",
+        {"family": config.family, "params": config.params, "folds": ctx.cv or None},
+    )
     result = TrialResult(val_score, test_score, fit_seconds, predict_seconds, extra)
     write_json_atomic(trial_dir / "result.json", result.__dict__ | {"metric": ctx.metric.name})
     names = [*files, ENCODER_FILE, "val_pred.npy", "test_pred.npy", "config.json", "result.json"]
     write_manifest(trial_dir, names)
     return result
+
+
+def fold_name(k: int) -> str:
+    return f"fold{k}"
+
+
+class FoldAverage:
+    """The K cross-fitted models of a trial, predicting as their mean."""
+
+    def __init__(self, models: list[Any]) -> None:
+        self.models = models
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return sum(m.predict(x) for m in self.models) / len(self.models)
+
+
+def load_trial_model(directory: Path) -> Any:
+    """A trial's model (the mean of its folds under cv), every file checked against a manifest."""
+    config = read_json(verify(directory, "config.json"))
+    family = FAMILIES[config["family"]]
+    folds = config.get("folds")
+    if not folds:
+        return family.load(directory)
+    models = []
+    for k in range(folds):
+        verify(directory, f"{fold_name(k)}/{MANIFEST}")  # the fold's manifest is itself checked
+        models.append(family.load(directory / fold_name(k)))
+    return FoldAverage(models)

@@ -53,7 +53,10 @@ def _check_args(
     trials: int | None,
     time_budget: float | None,
     trial_timeout: float | None = None,
+    cv: int | None = None,
 ) -> None:
+    if cv is not None and not (isinstance(cv, int) and 2 <= cv <= 20):
+        raise UserInputError(f"--cv must be a whole number of folds from 2 to 20; got {cv}")
     if sampler not in SAMPLERS:
         raise UserInputError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
     if backend not in BACKENDS:
@@ -140,13 +143,14 @@ def run_search(
     metric: str | None = None,
     threads: int | None = None,
     trial_timeout: float | None = None,
+    cv: int | None = None,
     progress: Callable[[str], None] | None = None,
     argv: Sequence[str] | None = None,
 ) -> SearchSummary:
     """Search `spaces` on `data` and record every trial in `out`; re-running resumes."""
     started = time.time()
     say = progress or (lambda line: print(line, flush=True))
-    _check_args(sampler, backend, trials, time_budget, trial_timeout)
+    _check_args(sampler, backend, trials, time_budget, trial_timeout, cv)
     if trials is None and time_budget is None:
         trials = DEFAULT_TRIALS
     run = RunDir(out)
@@ -169,6 +173,7 @@ def run_search(
         "metric": chosen_metric.name,
         "seed": seed,
         "test_size": test_size,
+        "cv": cv or 0,
     }
     resuming = run.exists()
     if resuming:
@@ -195,13 +200,6 @@ def run_search(
             study = _open_study(
                 storage_url, chosen_metric.direction, make_sampler(sampler, backend, seed)
             )
-            if not resuming:
-                save_targets(run, dataset.y_val, dataset.y_test)  # before run.json marks the run
-                write_json_atomic(
-                    run.run_file,
-                    identity
-                    | _run_facts(dataset, space, space_files, sampler, backend, storage_url, argv),
-                )
             ctx = TrialContext(
                 dataset=dataset,
                 space=space,
@@ -209,7 +207,26 @@ def run_search(
                 run=run,
                 seed=seed,
                 threads=threads or max(1, os.cpu_count() or 1),
+                cv=cv or 0,
             )
+            if not resuming:
+                save_targets(run, ctx.y_val, dataset.y_test)  # before run.json marks the run
+                write_json_atomic(
+                    run.run_file,
+                    identity
+                    | _run_facts(dataset, space, space_files, sampler, backend, storage_url, argv)
+                    | (
+                        {
+                            "rows": {
+                                "train_cross_fitted": len(ctx.y_val),
+                                "val": len(ctx.y_val),
+                                "test": len(dataset.y_test),
+                            }
+                        }
+                        if cv
+                        else {}
+                    ),
+                )
             return _loop(
                 run=run,
                 space=space,
@@ -322,8 +339,12 @@ def _loop(
     say(
         f"search {run.path}: {ctx.dataset.task}, metric {metric.name} ({metric.direction}), "
         f"{backend}/{sampler}, families {', '.join(space.family_names)}, "
-        f"{len(ctx.dataset.y_fit)} fit / {len(ctx.dataset.y_val)} val / "
-        f"{len(ctx.dataset.y_test)} test rows"
+        + (
+            f"{len(ctx.y_val)} train rows cross-fitted in {ctx.cv} folds / "
+            if ctx.cv
+            else f"{len(ctx.dataset.y_fit)} fit / {len(ctx.dataset.y_val)} val / "
+        )
+        + f"{len(ctx.dataset.y_test)} test rows"
     )
     while True:
         finished, failed = _counts(study)

@@ -1,0 +1,113 @@
+"""What an ensemble is made of and whether its gain is real.
+
+- Leave-one-out effect: the validation score without one member (the others' weights
+  renormalized, nothing refit) against the full ensemble's; positive means the member helps.
+- Error correlation: Pearson correlation of members' errors on validation (1 - p(true class)
+  for classification, the residual for regression); low correlation is what makes averaging pay.
+- Split-half check: the validation rows are split in two; the ensemble is fit (and the best
+  single member picked) on one half and both are scored on the other, then the halves swap.
+  Without `--cv` the ensemble is fit on the split that chose its members, so its full validation
+  gain is optimistic; the split-half gain is not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from automl.ensemble.base import Ensembler, stack, weighted_average
+from automl.metrics import Metric
+
+MAX_CORRELATED = 12
+
+
+def member_errors(stacked: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(members, rows) errors: 1 - p(true class), or prediction minus truth."""
+    if stacked.ndim == 2:
+        return stacked - np.asarray(y, dtype=float)
+    rows = np.arange(stacked.shape[1])
+    return 1.0 - stacked[:, rows, np.asarray(y, dtype=int)]
+
+
+def error_correlation(stacked: np.ndarray, y: np.ndarray) -> np.ndarray:
+    errors = member_errors(stacked, y)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.corrcoef(errors)
+    return np.nan_to_num(np.atleast_2d(corr), nan=0.0)
+
+
+def leave_one_out(
+    ensembler: Ensembler, stacked: np.ndarray, y: np.ndarray, metric: Metric
+) -> list[float | None]:
+    """Error without member i minus the full ensemble's error, for weighted members (else None)."""
+    if ensembler.combiner != "weighted":
+        return [None] * stacked.shape[0]
+    weights = np.asarray(ensembler.weights_, dtype=float)
+    power = getattr(ensembler, "power_", 1.0)
+    full = metric.error(y, weighted_average(stacked, weights, power))
+    effects: list[float | None] = []
+    for i, w in enumerate(weights):
+        rest = weights.copy()
+        rest[i] = 0.0
+        if w <= 0 or rest.sum() <= 0:
+            effects.append(None)
+            continue
+        effects.append(metric.error(y, weighted_average(stacked, rest / rest.sum(), power)) - full)
+    return effects
+
+
+def signed_gain(metric: Metric, ensemble: float, single: float) -> float:
+    """How much better the ensemble is than the single model, positive when better."""
+    return ensemble - single if metric.greater_is_better else single - ensemble
+
+
+def split_half_check(
+    make: Callable[[], Ensembler],
+    preds: Sequence[np.ndarray],
+    y: np.ndarray,
+    metric: Metric,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fit on one half of the validation rows, score on the other, both ways round."""
+    stacked = stack(preds)
+    order = np.random.default_rng(seed).permutation(len(y))
+    halves = (order[: len(y) // 2], order[len(y) // 2 :])
+    gains = []
+    for fit_rows, score_rows in (halves, halves[::-1]):
+        members_fit = [p[fit_rows] for p in stacked]
+        members_score = [p[score_rows] for p in stacked]
+        try:
+            ensembler = make().fit(members_fit, y[fit_rows])
+        except ValueError:  # e.g. a class missing from a tiny half
+            return {"gains": [], "mean_gain": None, "note": "validation too small to split"}
+        errors = [metric.error(y[fit_rows], p) for p in members_fit]
+        best = int(np.argmin(errors))
+        ensemble_score = metric(y[score_rows], ensembler.predict(members_score))
+        single_score = metric(y[score_rows], members_score[best])
+        gains.append(signed_gain(metric, ensemble_score, single_score))
+    return {"gains": gains, "mean_gain": float(np.mean(gains))}
+
+
+def describe(
+    ensembler: Ensembler,
+    names: Sequence[str],
+    val_preds: Sequence[np.ndarray],
+    y_val: np.ndarray,
+    metric: Metric,
+) -> dict[str, Any]:
+    """Leave-one-out effects and the error correlation of the members that count most."""
+    stacked = stack(val_preds)
+    weights = np.asarray(ensembler.weights_, dtype=float)
+    shown = [i for i in np.argsort(-weights) if weights[i] > 0][:MAX_CORRELATED]
+    corr = error_correlation(stacked[shown], y_val) if shown else np.zeros((0, 0))
+    return {
+        "leave_one_out": dict(
+            zip(names, leave_one_out(ensembler, stacked, y_val, metric), strict=True)
+        ),
+        "error_correlation": {
+            "members": [names[i] for i in shown],
+            "matrix": np.round(corr, 4).tolist(),
+        },
+    }

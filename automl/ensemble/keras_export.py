@@ -1,0 +1,103 @@
+"""An ensemble of Keras members saved as one Keras model (`ensembles/<name>/model.keras`).
+
+Each member model is called as a layer on one shared input; its output is scaled by its weight
+with built-in `Rescaling` layers (which also undo a regression member's target scaling) and
+the outputs are added. No Lambda and no custom layer, so the file loads with
+`safe_mode=True` anywhere Keras is installed. The input is the members' encoded features: the
+saved `encoder.joblib` beside the model turns a data frame into them. The output matches the
+Python ensemble: class probabilities (n, n_classes), or values (n, 1) for regression.
+
+Only a fixed weighted average of Keras members that share one encoder can be exported this way;
+otherwise the summary says why it was skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from automl.io import MANIFEST, read_json, sha256_file, verify
+from automl.run import RunDir
+
+EXPORT_FILE = "model.keras"
+ENCODER_COPY = "encoder.joblib"
+
+
+def _member_dirs(run: RunDir, trial: int) -> list[Path]:
+    """A trial's model folders: the trial itself, or one per fold under cross-fitting."""
+    directory = run.trial_dir(trial)
+    folds = read_json(verify(directory, "config.json")).get("folds")
+    if not folds:
+        return [directory]
+    for k in range(folds):
+        verify(directory, f"fold{k}/{MANIFEST}")
+    return [directory / f"fold{k}" for k in range(folds)]
+
+
+def _skip(reason: str) -> dict[str, Any]:
+    return {"skipped": reason}
+
+
+def export_if_keras(run: RunDir, summary: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """Write `model.keras` for an all-Keras weighted ensemble; say why not otherwise."""
+    from automl.models import FAMILIES
+    from automl.search.evaluate import ENCODER_FILE
+
+    members = summary["members"]
+    if summary["combiner"] != "weighted":
+        return _skip(f"{summary['combiner']} is not a fixed weighted average")
+    others = [m["name"] for m in members if not FAMILIES[m["family"]].uses_keras]
+    if others:
+        return _skip(f"not all members are Keras models ({', '.join(others[:3])} ...)")
+    if summary["power"] != 1.0:
+        return _skip("power averaging has no built-in Keras layer")
+    encoders = {m["trial"]: verify(run.trial_dir(m["trial"]), ENCODER_FILE) for m in members}
+    if len({sha256_file(p) for p in encoders.values()}) != 1:
+        return _skip("members use different encoders")
+    weighted = []
+    for m in members:  # a cross-fitted member's weight is shared among its folds
+        dirs = _member_dirs(run, m["trial"])
+        weighted.extend((d, m["weight"] / len(dirs)) for d in dirs)
+    model = build_keras_ensemble(weighted)
+    tmp = directory / f".tmp-{os.getpid()}-{EXPORT_FILE}"
+    model.save(tmp)
+    os.replace(tmp, directory / EXPORT_FILE)
+    shutil.copyfile(next(iter(encoders.values())), directory / ENCODER_COPY)
+    return {
+        "file": EXPORT_FILE,
+        "files": [EXPORT_FILE, ENCODER_COPY],
+        "input": f"features encoded by {ENCODER_COPY} (automl.preprocess.transform)",
+    }
+
+
+def build_keras_ensemble(members: list[tuple[Path, float]]) -> Any:
+    """One functional model averaging saved Keras members (model folders) with fixed weights."""
+    from automl.models.keras_mlp import META_FILE, MODEL_FILE, import_keras
+
+    keras = import_keras(1)
+    inputs = None
+    scaled = []
+    task = None
+    for i, (path, weight) in enumerate(members):
+        meta = read_json(verify(path, META_FILE))
+        member = keras.saving.load_model(verify(path, MODEL_FILE), safe_mode=True)
+        member.name = f"member_{i}"
+        if inputs is None:
+            inputs = keras.Input(shape=member.inputs[0].shape[1:], name="features")
+        share = weight
+        task = meta["task"]
+        if task == "regression":
+            layer = keras.layers.Rescaling(
+                scale=share * meta["y_std"], offset=share * meta["y_mean"], name=f"weight_{i}"
+            )
+        else:
+            layer = keras.layers.Rescaling(scale=share, name=f"weight_{i}")
+        scaled.append(layer(member(inputs)))
+    total = keras.layers.Add(name="weighted_sum")(scaled) if len(scaled) > 1 else scaled[0]
+    if task == "binary":  # members output p(class 1); give both columns as Python does
+        total = keras.layers.Concatenate(name="probabilities")(
+            [keras.layers.Rescaling(scale=-1.0, offset=1.0, name="complement")(total), total]
+        )
+    return keras.Model(inputs, total, name="ensemble")

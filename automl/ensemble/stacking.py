@@ -1,0 +1,93 @@
+"""Stacking: a regularized linear meta-learner over the members' predictions.
+
+Classification: multinomial logistic regression on the members' log-probabilities (for binary,
+one logit per member), so a member that is confidently wrong in a consistent way (even
+inverted) is used with a negative coefficient, which no weighted average can do. Regression:
+ridge on the members' values, with an intercept. The regularization strength is chosen by
+internal cross-validation on the rows given, which are out-of-fold predictions under `--cv`
+and the validation split otherwise. `oof_` holds the meta-learner's own cross-validated
+predictions on those rows, so its validation score is not an in-sample one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from automl.ensemble.base import Ensembler, stack
+from automl.metrics import Metric
+
+CLIP = 1e-6
+STRENGTHS = np.logspace(-3, 3, 13)
+
+
+def features(stacked: np.ndarray) -> np.ndarray:
+    """Members' predictions as meta-features: (rows, members x classes) log-odds or values."""
+    if stacked.ndim == 2:  # regression: (members, rows)
+        return stacked.T
+    p = np.clip(stacked, CLIP, 1 - CLIP)
+    if p.shape[2] == 2:
+        return np.log(p[:, :, 1] / p[:, :, 0]).T
+    logs = np.log(p)
+    return np.concatenate(list(logs), axis=1)
+
+
+class StackingEnsemble(Ensembler):
+    combiner = "stacking"
+
+    def __init__(self, metric: Metric, folds: int = 5, seed: int = 0) -> None:
+        super().__init__(metric)
+        if folds < 2:
+            raise ValueError(f"StackingEnsemble folds must be >= 2; got {folds}")
+        self.folds = folds
+        self.seed = seed
+
+    def fit(self, preds: Sequence[np.ndarray], y: np.ndarray) -> StackingEnsemble:
+        from sklearn.base import clone
+        from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, Ridge, RidgeCV
+        from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
+
+        stacked = stack(preds)
+        x = features(stacked)
+        if stacked.ndim == 2:
+            self.meta_ = RidgeCV(alphas=STRENGTHS).fit(x, y)
+            coef = np.abs(self.meta_.coef_).reshape(1, -1)
+            splitter = KFold(self.folds, shuffle=True, random_state=self.seed)
+            final = Ridge(alpha=self.meta_.alpha_)
+            self.oof_ = cross_val_predict(clone(final), x, y, cv=splitter)
+        else:
+            n_classes = stacked.shape[2]
+            counts = np.bincount(np.asarray(y, dtype=int), minlength=n_classes)
+            folds = int(max(2, min(self.folds, counts[counts > 0].min())))
+            self.meta_ = LogisticRegressionCV(
+                Cs=1 / STRENGTHS,
+                l1_ratios=(0.0,),
+                cv=folds,
+                scoring="neg_log_loss",
+                max_iter=2000,
+                use_legacy_attributes=False,
+            ).fit(x, y)
+            self.n_classes_ = n_classes
+            coef = np.abs(self.meta_.coef_)
+            splitter = StratifiedKFold(folds, shuffle=True, random_state=self.seed)
+            final = LogisticRegression(C=float(np.ravel(self.meta_.C_)[0]), max_iter=2000)
+            oof = cross_val_predict(final, x, y, cv=splitter, method="predict_proba")
+            self.oof_ = np.zeros((len(y), n_classes))
+            self.oof_[:, np.unique(y).astype(int)] = oof
+        per_member = coef.reshape(coef.shape[0], stacked.shape[0], -1).sum(axis=(0, 2))
+        total = per_member.sum()
+        n_members = len(per_member)
+        self.weights_ = per_member / total if total > 0 else np.full(n_members, 1 / n_members)
+        return self
+
+    def predict(self, preds: Sequence[np.ndarray]) -> np.ndarray:
+        if not hasattr(self, "meta_"):
+            raise RuntimeError("StackingEnsemble is not fitted yet; call fit first")
+        stacked = stack(preds)
+        x = features(stacked)
+        if stacked.ndim == 2:
+            return self.meta_.predict(x)
+        proba = np.zeros((x.shape[0], self.n_classes_))
+        proba[:, self.meta_.classes_.astype(int)] = self.meta_.predict_proba(x)
+        return proba
