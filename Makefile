@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR := runs/demo
 
-.PHONY: install demo test lint benchmark clean
+.PHONY: install browser demo test lint benchmark clean
 
 install: $(STAMP)
 
@@ -23,7 +23,13 @@ demo: install
 	$(BIN)/automl report $(DEMO_DIR)
 	$(BIN)/automl predict $(DEMO_DIR) --data builtin:digits --out $(DEMO_DIR)/predictions.csv
 
-test: install
+# The report tests open report.html in Debian's Chromium (driven by playwright).
+browser:
+	@command -v chromium >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium >/dev/null; }
+
+test: install browser
 	$(BIN)/ruff check automl scripts tests
 	$(BIN)/python -m pytest -q
 

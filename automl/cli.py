@@ -58,7 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     ensemble.add_argument("--top-k", type=int, default=20, help="members in the pool (default 20)")
 
     report = sub.add_parser("report", help="write leaderboard.csv/.md and report.html")
-    report.add_argument("run_dir")
+    report.add_argument("run_dir", nargs="?")
+    report.add_argument(
+        "--compare", nargs="+", metavar="RUN_DIR", help="compare runs on the same dataset"
+    )
+    report.add_argument(
+        "--out", default="comparison.html", help="where --compare writes (default comparison.html)"
+    )
 
     predict = sub.add_parser("predict", help="predict new data with the best ensemble or model")
     predict.add_argument("run_dir")
@@ -139,6 +145,16 @@ def _report(args: argparse.Namespace) -> int:
     from automl.report import write_report
     from automl.run import RunDir
 
+    if args.compare:
+        from automl.report.compare import write_comparison
+
+        runs = ([args.run_dir] if args.run_dir else []) + args.compare
+        if len(runs) < 2:
+            raise UserInputError("--compare needs at least two run directories")
+        print(f"comparison: {write_comparison(runs, args.out)}")
+        return 0
+    if not args.run_dir:
+        raise UserInputError("report needs a RUN_DIR (or --compare RUN_A RUN_B ...)")
     path = write_report(RunDir(args.run_dir))
     print(f"report: {path}")
     return 0

@@ -94,6 +94,10 @@ class TrialRecord:
     params: dict[str, Any]
     error: str = ""
     extra: dict[str, float] | None = None
+    predict_seconds: float | None = None
+    n_params: int | None = None
+    started: float | None = None  # seconds since the epoch
+    finished: float | None = None
 
     @property
     def name(self) -> str:
@@ -135,6 +139,10 @@ def load_trials(run: RunDir) -> list[TrialRecord]:
                 params=params,
                 error=attrs.get("error", ""),
                 extra=attrs.get("extra_scores"),
+                predict_seconds=attrs.get("predict_seconds"),
+                n_params=attrs.get("n_params"),
+                started=trial.datetime_start.timestamp() if trial.datetime_start else None,
+                finished=trial.datetime_complete.timestamp() if trial.datetime_complete else None,
             )
         )
     return records

@@ -23,6 +23,7 @@ class BuildContext:
     n_classes: int
     seed: int = 0
     threads: int = 1
+    log_dir: Path | None = None  # where a network writes TensorBoard logs, if anywhere
 
 
 class Model(Protocol):

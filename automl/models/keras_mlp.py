@@ -110,6 +110,7 @@ class KerasMLP:
         self.n_classes = ctx.n_classes
         self.seed = ctx.seed
         self.threads = ctx.threads
+        self.log_dir = ctx.log_dir
         self.y_mean = 0.0
         self.y_std = 1.0
         self.model: Any = None
@@ -153,6 +154,12 @@ class KerasMLP:
         ]
         if deadline is not None:
             callbacks.append(_deadline_callback(deadline))
+        if self.log_dir is not None:  # per-epoch curves for `tensorboard --logdir RUN_DIR`
+            callbacks.append(
+                keras.callbacks.TensorBoard(
+                    log_dir=str(self.log_dir), write_graph=False, profile_batch=0
+                )
+            )
         result = self.model.fit(
             x,
             y,
@@ -184,6 +191,9 @@ class KerasMLP:
         if self.task == "multiclass":
             return out
         return out[:, 0] * self.y_std + self.y_mean
+
+    def count_params(self) -> int:
+        return int(self.model.count_params())
 
     def save(self, directory: Path) -> list[str]:
         directory = Path(directory)

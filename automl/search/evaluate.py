@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from automl.models import FAMILIES, BuildContext, Family
 from automl.preprocess import fit_encoder, transform
 from automl.run import RunDir
 from automl.space import SearchSpace
+from automl.tensorboard import TENSORBOARD_DIR, write_hparams
 
 ENCODER_FILE = "encoder.joblib"
 
@@ -106,6 +107,25 @@ class TrialResult:
     fit_seconds: float
     predict_seconds: float
     extra_scores: dict[str, float]
+    n_params: int | None = None  # trainable and other weights of a network
+    files: list[str] = field(default_factory=list)  # the trial folder's files, for dashboards
+
+
+@dataclass
+class Fitted:
+    """What fitting a configuration produced, once or across folds."""
+
+    val_pred: np.ndarray
+    test_pred: np.ndarray
+    files: list[str]
+    fit_seconds: float
+    predict_seconds: float
+    n_params: int | None
+
+
+def _n_params(model: Any) -> int | None:
+    count = getattr(model, "count_params", None)
+    return int(count()) if callable(count) else None
 
 
 def check_predictions(pred: np.ndarray, n_rows: int, task: str, n_classes: int) -> None:
@@ -123,18 +143,19 @@ def _fit_once(
     ctx: TrialContext,
     encoded: tuple[Any, np.ndarray, np.ndarray, np.ndarray],
     trial_dir: Path,
-) -> tuple[np.ndarray, np.ndarray, list[str], float, float]:
+) -> Fitted:
     """Fit on the fit rows (validation rows for early stopping); predict validation and test."""
     _, x_fit, x_val, x_test = encoded
     data = ctx.dataset
-    model = family.build(params, build_ctx)
+    model = family.build(params, replace(build_ctx, log_dir=trial_dir / TENSORBOARD_DIR))
     start = time.perf_counter()
     model.fit(x_fit, data.y_fit, x_val, data.y_val, deadline=ctx.deadline)
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
     val_pred, test_pred = model.predict(x_val), model.predict(x_test)
     predict_seconds = time.perf_counter() - start
-    return val_pred, test_pred, model.save(trial_dir), fit_seconds, predict_seconds
+    files = model.save(trial_dir)
+    return Fitted(val_pred, test_pred, files, fit_seconds, predict_seconds, _n_params(model))
 
 
 def _cross_fit(
@@ -144,7 +165,7 @@ def _cross_fit(
     ctx: TrialContext,
     encoded: tuple[Any, np.ndarray, np.ndarray, np.ndarray],
     trial_dir: Path,
-) -> tuple[np.ndarray, np.ndarray, list[str], float, float]:
+) -> Fitted:
     """K models on K-1 folds each (the held-out fold for early stopping): out-of-fold
     predictions for every training row, test predictions averaged; each fold saved apart."""
     _, x_train, _, x_test = encoded
@@ -154,7 +175,9 @@ def _cross_fit(
     fit_seconds = predict_seconds = 0.0
     files: list[str] = []
     for k, (train_rows, held_rows) in enumerate(ctx.folds()):
-        model = family.build(params, build_ctx)
+        fold_dir = trial_dir / fold_name(k)
+        fold_dir.mkdir()
+        model = family.build(params, replace(build_ctx, log_dir=fold_dir / TENSORBOARD_DIR))
         start = time.perf_counter()
         model.fit(
             x_train[train_rows],
@@ -172,12 +195,11 @@ def _cross_fit(
             test_sum = np.zeros_like(test_pred, dtype=float)
         oof[held_rows] = held_pred
         test_sum += test_pred
-        fold_dir = trial_dir / fold_name(k)
-        fold_dir.mkdir()
         write_manifest(fold_dir, model.save(fold_dir))
         files.append(f"{fold_name(k)}/{MANIFEST}")
+        n_params = _n_params(model)
     assert oof is not None and test_sum is not None
-    return oof, test_sum / ctx.cv, files, fit_seconds, predict_seconds
+    return Fitted(oof, test_sum / ctx.cv, files, fit_seconds, predict_seconds, n_params)
 
 
 def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResult:
@@ -195,9 +217,8 @@ def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResul
         task=data.task, n_classes=n_classes, seed=ctx.seed, threads=ctx.threads
     )
     fit = _cross_fit if ctx.cv else _fit_once
-    val_pred, test_pred, files, fit_seconds, predict_seconds = fit(
-        family, config.params, build_ctx, ctx, encoded, trial_dir
-    )
+    fitted = fit(family, config.params, build_ctx, ctx, encoded, trial_dir)
+    val_pred, test_pred = fitted.val_pred, fitted.test_pred
     y_val = ctx.y_val
     check_predictions(val_pred, len(y_val), data.task, n_classes)
     check_predictions(test_pred, len(data.y_test), data.task, n_classes)
@@ -219,10 +240,24 @@ def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResul
         trial_dir / "config.json",
         {"family": config.family, "params": config.params, "folds": ctx.cv or None},
     )
-    result = TrialResult(val_score, test_score, fit_seconds, predict_seconds, extra)
+    names = [*fitted.files, ENCODER_FILE, "val_pred.npy", "test_pred.npy", "config.json"]
+    result = TrialResult(
+        val_score,
+        test_score,
+        fitted.fit_seconds,
+        fitted.predict_seconds,
+        extra,
+        fitted.n_params,
+        [*names, "result.json"],
+    )
     write_json_atomic(trial_dir / "result.json", result.__dict__ | {"metric": ctx.metric.name})
-    names = [*files, ENCODER_FILE, "val_pred.npy", "test_pred.npy", "config.json", "result.json"]
-    write_manifest(trial_dir, names)
+    write_manifest(trial_dir, [*names, "result.json"])
+    write_hparams(
+        trial_dir / TENSORBOARD_DIR / "hparams",
+        trial_id=f"t{number:04d}-{config.family}",
+        hparams={"family": config.family, **config.params},
+        metrics={"val_score": val_score, "test_score": test_score},
+    )
     return result
 
 

@@ -28,6 +28,7 @@ from automl.metrics import get_metric
 from automl.run import STUDY_NAME, RunDir, RunLock, mask_url
 from automl.search.evaluate import TrialContext, evaluate
 from automl.search.isolation import evaluate_isolated
+from automl.search.progress import Progress, status_line
 from automl.space import SearchSpace
 
 SAMPLERS = ("tpe", "random")
@@ -149,7 +150,8 @@ def run_search(
 ) -> SearchSummary:
     """Search `spaces` on `data` and record every trial in `out`; re-running resumes."""
     started = time.time()
-    say = progress or (lambda line: print(line, flush=True))
+    live = Progress() if progress is None else None
+    say = progress or live.say  # type: ignore[union-attr]
     _check_args(sampler, backend, trials, time_budget, trial_timeout, cv)
     if trials is None and time_budget is None:
         trials = DEFAULT_TRIALS
@@ -239,11 +241,15 @@ def run_search(
                 trial_timeout=trial_timeout,
                 say=say,
                 started=started,
+                live=live,
             )
     except UserInputError:
         if created and not run.exists():  # leave nothing that looks like a run behind
             shutil.rmtree(run.path, ignore_errors=True)
         raise
+    finally:
+        if live is not None:
+            live.close()
 
 
 def _run_facts(
@@ -310,6 +316,7 @@ def _loop(
     trial_timeout: float | None,
     say: Callable[[str], None],
     started: float,
+    live: Progress | None = None,
 ) -> SearchSummary:
     import optuna
     from optuna.trial import TrialState
@@ -335,6 +342,9 @@ def _loop(
 
     if time_budget is not None:
         ctx.deadline = session_start + time_budget - spent_before
+    study.set_user_attr("time_budget", time_budget)
+    study.set_user_attr("executor", "local")
+    study.set_user_attr("workers", 1)
     metric = ctx.metric
     say(
         f"search {run.path}: {ctx.dataset.task}, metric {metric.name} ({metric.direction}), "
@@ -346,8 +356,29 @@ def _loop(
         )
         + f"{len(ctx.dataset.y_test)} test rows"
     )
+    # What the live status line shows; the loop updates it, the ticker thread only reads it.
+    now: dict[str, Any] = {"running": None, "since": None, "done": 0, "failed": 0}
+
+    def render() -> str:
+        return status_line(
+            now["done"],
+            now["failed"],
+            now.get("pruned", 0),
+            now.get("best", "-"),
+            now["running"],
+            now["since"],
+            time_budget - spent() if time_budget is not None else None,
+        )
+
     while True:
         finished, failed = _counts(study)
+        now.update(
+            done=finished,
+            failed=failed,
+            pruned=len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))),
+        )
+        if live is not None:
+            live.status(render)
         if trials is not None and finished >= trials:
             break
         if time_budget is not None and spent() >= time_budget:
@@ -366,6 +397,9 @@ def _loop(
         trial = study.ask()
         flat = space.suggest(trial)
         label = f"trial {trial.number:>3} {flat['family']:<13}"
+        now.update(running=f"#{trial.number} {flat['family']}", since=time.time())
+        trial.set_user_attr("family", flat["family"])
+        trial.set_user_attr("trial_dir", str(run.trial_dir(trial.number)))
         try:
             if trial_timeout is not None:
                 result = evaluate_isolated(trial.number, flat, ctx, trial_timeout)
@@ -388,14 +422,19 @@ def _loop(
             trial.set_user_attr("fit_seconds", result.fit_seconds)
             trial.set_user_attr("predict_seconds", result.predict_seconds)
             trial.set_user_attr("extra_scores", result.extra_scores)
+            if result.n_params is not None:
+                trial.set_user_attr("n_params", result.n_params)
+            trial.set_user_attr("artifacts", result.files)
             study.tell(trial, result.val_score)
             best = study.best_trial
+            now["best"] = f"{best.value:.4f} (#{best.number} {best.params.get('family')})"
             say(
                 f"{label} val {metric.name} {result.val_score:.4f} ({result.fit_seconds:5.1f}s) | "
                 f"best {best.value:.4f} (#{best.number} {best.params.get('family')}) | "
                 + _progress_tail(study, trials, time_budget, spent())
             )
         study.set_user_attr(SPENT_ATTR, spent())
+        now.update(running=None, since=None)
 
     finished, failed = _counts(study)
     completed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
