@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,3 +104,29 @@ def test_keras_ensemble_export_gives_the_python_ensembles_predictions(blood_sear
     x_test, _ = _blood_test_part()
     exported = model.predict(np.asarray(transform(encoder, x_test), np.float32), verbose=0)
     np.testing.assert_allclose(exported, np.load(directory / "test_pred.npy"), atol=1e-5)
+
+
+@pytest.mark.keras
+def test_keras_export_of_a_regression_ensemble_undoes_each_members_target_scaling(
+    tmp_path,  # noqa: ANN001
+) -> None:
+    import joblib
+    import keras
+
+    from automl.preprocess import transform
+    from automl.report import write_report
+    from automl.search.loop import run_search
+    from tests.conftest import write_space
+
+    space = write_space(tmp_path, "mlp.yaml", FAST_MLP)
+    run_search(data="builtin:diabetes", target="target", out=tmp_path / "run", spaces=[space],
+               trials=2, threads=1, progress=lambda line: None)  # fmt: skip
+    run = RunDir(tmp_path / "run")
+    summary = build_ensemble(run, Recipe(method="mean"))
+    directory = run.ensemble_dir("mean")
+    model = keras.saving.load_model(directory / summary["keras_export"]["file"], safe_mode=True)
+    x_test = load_dataset("builtin:diabetes", "target", seed=0).x_test
+    encoder = joblib.load(directory / "encoder.joblib")
+    exported = model.predict(np.asarray(transform(encoder, x_test), np.float32), verbose=0)
+    np.testing.assert_allclose(exported[:, 0], np.load(directory / "test_pred.npy"), atol=1e-4)
+    assert 'data-plot="residuals"' in Path(write_report(run)).read_text()

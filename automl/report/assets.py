@@ -27,6 +27,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 #leaderboard th[aria-sort=ascending]::after{content:" \\25B2"}
 #leaderboard th[aria-sort=descending]::after{content:" \\25BC"}
 #leaderboard td:nth-child(2){white-space:nowrap}
+#leaderboard td:nth-last-child(2){min-width:22rem}
 #leaderboard tr.failed td,#leaderboard tr.interrupted td{color:#a61b1b}
 #leaderboard tr.ensemble td{background:#f3f7ee}
 .facts th{width:12rem}
