@@ -48,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="cross-fit each trial in K folds: out-of-fold predictions feed the ensemble",
     )
+    search.add_argument("--executor", default="local", help="local (default) or ray")
+    search.add_argument("--workers", type=int, default=1, help="trials at a time (ray)")
+    search.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs per trial (ray)")
+    search.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial (ray)")
+    search.add_argument("--ray-address", help="join this Ray cluster (default: a local Ray)")
+    search.add_argument(
+        "--scheduler", default="fifo", help="fifo or asha (ray: stops poor networks early)"
+    )
 
     ensemble = sub.add_parser("ensemble", help="fit ensembles on a run's saved predictions")
     ensemble.add_argument("run_dir")
@@ -105,6 +113,12 @@ def _search(args: argparse.Namespace, argv: Sequence[str]) -> int:
         threads=args.threads,
         trial_timeout=args.trial_timeout,
         cv=args.cv,
+        executor=args.executor,
+        workers=args.workers,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        ray_address=args.ray_address,
+        scheduler=args.scheduler,
         argv=["automl", *argv],
     )
     print(format_table(leaderboard_rows(RunDir(summary.run_dir))))

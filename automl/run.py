@@ -87,7 +87,7 @@ class TrialRecord:
 
     number: int
     family: str
-    status: str  # complete | failed | interrupted | running
+    status: str  # complete | failed | pruned | interrupted | running
     val_score: float | None
     test_score: float | None
     fit_seconds: float | None
@@ -125,6 +125,8 @@ def load_trials(run: RunDir) -> list[TrialRecord]:
             status = "failed"
         elif state == "RUNNING":
             status = "running"
+        elif state == "PRUNED":
+            status = "pruned"
         else:
             continue
         params = {k.split(".", 1)[1]: v for k, v in trial.params.items() if "." in k}

@@ -348,6 +348,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "benchmarks"))
     parser.add_argument("--name", default="tabular")
+    parser.add_argument(
+        "--append", action="store_true", help="add to benchmarks/<name>.csv instead of replacing"
+    )
     args = parser.parse_args()
     if args.ensemble_timing:
         out = Path(args.out) / "ensemble_timing.md"
@@ -357,6 +360,9 @@ def main() -> int:
     if not args.datasets:
         parser.error("give at least one PATH:TARGET[:TASK], or --ensemble-timing")
     rows: list[dict[str, Any]] = []
+    previous = Path(args.out) / f"{args.name}.csv"
+    if args.append and previous.exists():
+        rows = pd.read_csv(previous).to_dict("records")
     with tempfile.TemporaryDirectory(prefix="automl-bench-") as workroot:
         for spec in args.datasets:
             rows.extend(benchmark_dataset(spec, args.budget, args.threads, Path(workroot), args.cv))

@@ -129,4 +129,14 @@ def test_keras_export_of_a_regression_ensemble_undoes_each_members_target_scalin
     encoder = joblib.load(directory / "encoder.joblib")
     exported = model.predict(np.asarray(transform(encoder, x_test), np.float32), verbose=0)
     np.testing.assert_allclose(exported[:, 0], np.load(directory / "test_pred.npy"), atol=1e-4)
+    stacked = build_ensemble(run, Recipe(method="stacking"))  # its combiner is saved and loaded
+    from automl.predict import Predictor
+
+    members = [(m["trial"], m["family"], m["weight"]) for m in stacked["members"]]
+    combiner = joblib.load(run.ensemble_dir("stacking") / "combiner.joblib")
+    predictor = Predictor(run, members, "stacking", combiner=combiner)
+    np.testing.assert_allclose(
+        predictor.predict(x_test), np.load(run.ensemble_dir("stacking") / "test_pred.npy"),
+        atol=1e-6,
+    )  # fmt: skip
     assert 'data-plot="residuals"' in Path(write_report(run)).read_text()

@@ -42,6 +42,10 @@ class Ensembler(ABC):
     def __init__(self, metric: Metric) -> None:
         self.metric = metric
 
+    def __getstate__(self) -> dict:
+        # A saved ensembler is its learned state; the metric (used only to fit) stays behind.
+        return {k: v for k, v in self.__dict__.items() if k != "metric"}
+
     @abstractmethod
     def fit(self, preds: Sequence[np.ndarray], y: np.ndarray) -> Ensembler:
         """Learn from members' validation predictions and the truth."""

@@ -24,6 +24,7 @@ class BuildContext:
     seed: int = 0
     threads: int = 1
     log_dir: Path | None = None  # where a network writes TensorBoard logs, if anywhere
+    on_epoch: Callable[[int, np.ndarray], None] | None = None  # per-epoch validation predictions
 
 
 class Model(Protocol):

@@ -111,6 +111,7 @@ class KerasMLP:
         self.seed = ctx.seed
         self.threads = ctx.threads
         self.log_dir = ctx.log_dir
+        self.on_epoch = ctx.on_epoch
         self.y_mean = 0.0
         self.y_std = 1.0
         self.model: Any = None
@@ -154,6 +155,8 @@ class KerasMLP:
         ]
         if deadline is not None:
             callbacks.append(_deadline_callback(deadline))
+        if self.on_epoch is not None:  # lets a scheduler stop a poor trial early
+            callbacks.append(_epoch_reporter(self, x_val, self.on_epoch))
         if self.log_dir is not None:  # per-epoch curves for `tensorboard --logdir RUN_DIR`
             callbacks.append(
                 keras.callbacks.TensorBoard(
@@ -225,6 +228,17 @@ def _deadline_callback(deadline: float) -> Any:
                 self.model.stop_training = True
 
     return Deadline()
+
+
+def _epoch_reporter(mlp: KerasMLP, x_val: np.ndarray, report: Any) -> Any:
+    """A callback handing the validation predictions of each epoch to `report`."""
+    import keras
+
+    class EpochReport(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            report(epoch + 1, mlp.predict(x_val))
+
+    return EpochReport()
 
 
 def _write_history(path: Path, history: dict[str, list[float]]) -> None:

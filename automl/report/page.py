@@ -195,7 +195,8 @@ def _facts(run: RunDir, info: dict, records: list[TrialRecord], metric: Metric) 
 
     study = optuna.load_study(study_name=STUDY_NAME, storage=run.storage())
     attrs = study.user_attrs
-    counts = {s: sum(r.status == s for r in records) for s in ("complete", "failed", "interrupted")}
+    statuses = ("complete", "failed", "pruned", "interrupted")
+    counts = {s: sum(r.status == s for r in records) for s in statuses}
     budget = attrs.get("time_budget")
     spent = attrs.get("spent_seconds", 0.0)
     columns = info["schema"]["numeric"] + info["schema"]["categorical"]
@@ -217,7 +218,7 @@ def _facts(run: RunDir, info: dict, records: list[TrialRecord], metric: Metric) 
         if budget
         else f"{spent:.0f} s used (no time budget; trial count)",
         "trials": f"{counts['complete']} completed, {counts['failed']} failed, "
-        f"{counts['interrupted']} interrupted and re-run, 0 pruned",
+        f"{counts['pruned']} pruned, {counts['interrupted']} interrupted and re-run",
         "spaces": ", ".join(info.get("space_files", [])),
         "storage": info["storage"],
         "command": " ".join(info.get("command") or []),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ class TrialContext:
     threads: int = 1
     deadline: float | None = None
     cv: int = 0
+    # Called by networks after each epoch with their validation predictions (Ray's ASHA).
+    on_epoch: Callable[[int, np.ndarray], None] | None = None
     _encoded: dict[str, tuple[Any, np.ndarray, np.ndarray, np.ndarray]] = field(
         default_factory=dict, repr=False
     )
@@ -214,7 +217,11 @@ def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResul
 
     encoded = ctx.encoded(family.encoding)
     build_ctx = BuildContext(
-        task=data.task, n_classes=n_classes, seed=ctx.seed, threads=ctx.threads
+        task=data.task,
+        n_classes=n_classes,
+        seed=ctx.seed,
+        threads=ctx.threads,
+        on_epoch=None if ctx.cv else ctx.on_epoch,
     )
     fit = _cross_fit if ctx.cv else _fit_once
     fitted = fit(family, config.params, build_ctx, ctx, encoded, trial_dir)

@@ -26,16 +26,16 @@ from automl.errors import UserInputError
 from automl.io import write_json_atomic
 from automl.metrics import get_metric
 from automl.run import STUDY_NAME, RunDir, RunLock, mask_url
+from automl.search.driver import StudyDriver
 from automl.search.evaluate import TrialContext, evaluate
 from automl.search.isolation import evaluate_isolated
-from automl.search.progress import Progress, status_line
+from automl.search.progress import Progress
 from automl.space import SearchSpace
 
 SAMPLERS = ("tpe", "random")
 BACKENDS = ("optuna", "hyperopt")
 DEFAULT_SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "tabular.yaml"
 DEFAULT_TRIALS = 50
-SPENT_ATTR = "spent_seconds"
 
 
 @dataclass
@@ -71,6 +71,51 @@ def _check_args(
     if trial_timeout is not None and trial_timeout <= 0:
         raise UserInputError(
             f"--trial-timeout must be a positive number of seconds; got {trial_timeout}"
+        )
+
+
+EXECUTORS = ("local", "ray")
+
+
+def _check_executor(
+    executor: str,
+    workers: int,
+    cpus_per_trial: int,
+    gpus_per_trial: float,
+    ray_address: str | None,
+    scheduler: str,
+    trial_timeout: float | None,
+) -> None:
+    from automl.search.ray_executor import SCHEDULERS
+
+    if executor not in EXECUTORS:
+        raise UserInputError(f"--executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
+    if workers < 1:
+        raise UserInputError(f"--workers must be a positive whole number; got {workers}")
+    if cpus_per_trial < 1:
+        raise UserInputError(
+            f"--cpus-per-trial must be a positive whole number; got {cpus_per_trial}"
+        )
+    if gpus_per_trial < 0:
+        raise UserInputError(f"--gpus-per-trial must be 0 or more; got {gpus_per_trial}")
+    if scheduler not in SCHEDULERS:
+        raise UserInputError(
+            f"--scheduler must be one of {', '.join(SCHEDULERS)}; got {scheduler!r}"
+        )
+    if executor == "local":
+        ray_only = {
+            "--workers": workers != 1,
+            "--ray-address": ray_address is not None,
+            "--scheduler": scheduler != "fifo",
+            "--gpus-per-trial": gpus_per_trial != 0,
+        }
+        given = [flag for flag, set_ in ray_only.items() if set_]
+        if given:
+            raise UserInputError(f"{', '.join(given)}: needs --executor ray")
+    elif trial_timeout is not None:
+        raise UserInputError(
+            "--trial-timeout is for the local executor; Ray runs each trial in "
+            "its own worker already"
         )
 
 
@@ -145,6 +190,12 @@ def run_search(
     threads: int | None = None,
     trial_timeout: float | None = None,
     cv: int | None = None,
+    executor: str = "local",
+    workers: int = 1,
+    cpus_per_trial: int = 1,
+    gpus_per_trial: float = 0.0,
+    ray_address: str | None = None,
+    scheduler: str = "fifo",
     progress: Callable[[str], None] | None = None,
     argv: Sequence[str] | None = None,
 ) -> SearchSummary:
@@ -153,6 +204,8 @@ def run_search(
     live = Progress() if progress is None else None
     say = progress or live.say  # type: ignore[union-attr]
     _check_args(sampler, backend, trials, time_budget, trial_timeout, cv)
+    _check_executor(executor, workers, cpus_per_trial, gpus_per_trial, ray_address, scheduler,
+                    trial_timeout)  # fmt: skip
     if trials is None and time_budget is None:
         trials = DEFAULT_TRIALS
     run = RunDir(out)
@@ -229,6 +282,17 @@ def run_search(
                         else {}
                     ),
                 )
+            if executor == "ray":
+                from automl.search.ray_executor import run_on_ray
+
+                driver, reason = run_on_ray(
+                    run=run, space=space, ctx=ctx, study=study, sampler=sampler,
+                    backend=backend, trials=trials, time_budget=time_budget, say=say,
+                    started=started, workers=workers, cpus_per_trial=cpus_per_trial,
+                    gpus_per_trial=gpus_per_trial, address=ray_address, scheduler=scheduler,
+                    live=live,
+                )  # fmt: skip
+                return summarize(run, driver, reason, started)
             return _loop(
                 run=run,
                 space=space,
@@ -280,29 +344,6 @@ def _run_facts(
     }
 
 
-def _recover_interrupted(study: Any, say: Callable[[str], None]) -> None:
-    """Trials a killed process left RUNNING: mark them interrupted and queue them again."""
-    from optuna.trial import TrialState
-
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-        say(f"trial {trial.number} was interrupted by the last run; it will run again")
-
-
-def _counts(study: Any) -> tuple[int, int]:
-    from optuna.trial import TrialState
-
-    finished = failed = 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
-        if trial.user_attrs.get("interrupted"):
-            continue
-        finished += 1
-        failed += trial.state == TrialState.FAIL
-    return finished, failed
-
-
 def _loop(
     *,
     run: RunDir,
@@ -318,133 +359,38 @@ def _loop(
     started: float,
     live: Progress | None = None,
 ) -> SearchSummary:
-    import optuna
-    from optuna.trial import TrialState
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if not study.get_trials(deepcopy=False):
-        for flat in space.defaults():
-            study.enqueue_trial(flat)
-    _recover_interrupted(study, say)
-    proposer = None
-    if backend == "hyperopt":
-        from automl.search.hyperopt_adapter import HyperoptProposer
-
-        proposer = HyperoptProposer(
-            space, sampler, ctx.seed, minimize=not ctx.metric.greater_is_better
-        )
-
-    spent_before = float(study.user_attrs.get(SPENT_ATTR, 0.0))
-    session_start = started
-
-    def spent() -> float:
-        return spent_before + time.time() - session_start
-
-    if time_budget is not None:
-        ctx.deadline = session_start + time_budget - spent_before
-    study.set_user_attr("time_budget", time_budget)
-    study.set_user_attr("executor", "local")
-    study.set_user_attr("workers", 1)
-    metric = ctx.metric
-    say(
-        f"search {run.path}: {ctx.dataset.task}, metric {metric.name} ({metric.direction}), "
-        f"{backend}/{sampler}, families {', '.join(space.family_names)}, "
-        + (
-            f"{len(ctx.y_val)} train rows cross-fitted in {ctx.cv} folds / "
-            if ctx.cv
-            else f"{len(ctx.dataset.y_fit)} fit / {len(ctx.dataset.y_val)} val / "
-        )
-        + f"{len(ctx.dataset.y_test)} test rows"
-    )
-    # What the live status line shows; the loop updates it, the ticker thread only reads it.
-    now: dict[str, Any] = {"running": None, "since": None, "done": 0, "failed": 0}
-
-    def render() -> str:
-        return status_line(
-            now["done"],
-            now["failed"],
-            now.get("pruned", 0),
-            now.get("best", "-"),
-            now["running"],
-            now["since"],
-            time_budget - spent() if time_budget is not None else None,
-        )
-
-    while True:
-        finished, failed = _counts(study)
-        now.update(
-            done=finished,
-            failed=failed,
-            pruned=len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))),
-        )
-        if live is not None:
-            live.status(render)
-        if trials is not None and finished >= trials:
-            break
-        if time_budget is not None and spent() >= time_budget:
-            say(f"time budget of {time_budget:.0f}s reached")
-            break
-        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        if proposer is not None and not waiting:
-            history = [
-                (t.params, t.value if t.state == TrialState.COMPLETE else None)
-                for t in study.get_trials(
-                    deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)
-                )
-                if not t.user_attrs.get("interrupted")
-            ]
-            study.enqueue_trial(proposer.propose(history))
-        trial = study.ask()
-        flat = space.suggest(trial)
-        label = f"trial {trial.number:>3} {flat['family']:<13}"
-        now.update(running=f"#{trial.number} {flat['family']}", since=time.time())
-        trial.set_user_attr("family", flat["family"])
-        trial.set_user_attr("trial_dir", str(run.trial_dir(trial.number)))
+    """The local executor: one trial at a time in this process (or a child, with a timeout)."""
+    driver = StudyDriver(
+        run=run, space=space, ctx=ctx, study=study, sampler=sampler, backend=backend,
+        trials=trials, time_budget=time_budget, say=say, started=started, live=live,
+    )  # fmt: skip
+    while (reason := driver.stop_reason()) is None:
+        trial, flat = driver.ask()
         try:
             if trial_timeout is not None:
                 result = evaluate_isolated(trial.number, flat, ctx, trial_timeout)
             else:
                 result = evaluate(trial.number, flat, ctx)
         except KeyboardInterrupt:
-            trial.set_user_attr("interrupted", True)
-            study.tell(trial, state=TrialState.FAIL)
-            study.enqueue_trial(flat, user_attrs={"retry_of": trial.number})
-            study.set_user_attr(SPENT_ATTR, spent())
-            say(f"{label} interrupted; run the same command again (or --resume) to continue")
+            driver.interrupted(trial, flat)
             raise
         except Exception as exc:  # any failure inside a trial is that trial's, not the search's
-            message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
-            trial.set_user_attr("error", message)
-            study.tell(trial, state=TrialState.FAIL)
-            say(f"{label} FAILED: {message}")
+            driver.failed_with(trial, flat, error_line(exc))
         else:
-            trial.set_user_attr("test_score", result.test_score)
-            trial.set_user_attr("fit_seconds", result.fit_seconds)
-            trial.set_user_attr("predict_seconds", result.predict_seconds)
-            trial.set_user_attr("extra_scores", result.extra_scores)
-            if result.n_params is not None:
-                trial.set_user_attr("n_params", result.n_params)
-            trial.set_user_attr("artifacts", result.files)
-            study.tell(trial, result.val_score)
-            best = study.best_trial
-            now["best"] = f"{best.value:.4f} (#{best.number} {best.params.get('family')})"
-            say(
-                f"{label} val {metric.name} {result.val_score:.4f} ({result.fit_seconds:5.1f}s) | "
-                f"best {best.value:.4f} (#{best.number} {best.params.get('family')}) | "
-                + _progress_tail(study, trials, time_budget, spent())
-            )
-        study.set_user_attr(SPENT_ATTR, spent())
-        now.update(running=None, since=None)
+            driver.succeeded(trial, flat, result)
+    return summarize(run, driver, reason, started)
 
-    finished, failed = _counts(study)
-    completed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    best = study.best_trial if completed else None
-    say(
-        f"done: {finished} trials ({failed} failed) in {spent():.0f}s of search time"
-        + (f"; best val {metric.name} {best.value:.4f} (trial {best.number})" if best else "")
-    )
+
+def error_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
+
+
+def summarize(
+    run: RunDir, driver: StudyDriver, reason: str | None, started: float
+) -> SearchSummary:
     from automl.report import write_leaderboard
 
+    finished, failed, best = driver.finish(reason)
     write_leaderboard(run)
     return SearchSummary(
         run_dir=run.path,
@@ -454,15 +400,3 @@ def _loop(
         best_trial=best.number if best else None,
         wall_seconds=time.time() - started,
     )
-
-
-def _progress_tail(study: Any, trials: int | None, budget: float | None, spent: float) -> str:
-    finished, failed = _counts(study)
-    parts = [f"{finished}{'/' + str(trials) if trials else ''} done"]
-    if failed:
-        parts.append(f"{failed} failed")
-    if budget is not None:
-        parts.append(f"{max(0.0, budget - spent):.0f}s left")
-    else:
-        parts.append(f"{spent:.0f}s")
-    return ", ".join(parts)

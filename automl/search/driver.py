@@ -1,0 +1,256 @@
+"""The study side of a search, shared by every executor: ask, record, count, stop.
+
+Executors differ only in where `evaluate` runs (this process, a child process, Ray workers);
+what is proposed, how a result, a failure, a pruned or an interrupted trial is written to the
+study, the budget and the stopping rule live here, once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from automl.run import RunDir
+from automl.search.evaluate import TrialContext, TrialResult
+from automl.search.progress import Progress, status_line
+from automl.space import SearchSpace
+
+SPENT_ATTR = "spent_seconds"
+
+
+def counts(study: Any) -> tuple[int, int]:
+    """Finished trials (complete or failed, interrupted ones excluded) and how many failed."""
+    from optuna.trial import TrialState
+
+    finished = failed = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        if trial.user_attrs.get("interrupted"):
+            continue
+        finished += 1
+        failed += trial.state == TrialState.FAIL
+    return finished, failed
+
+
+def recover_interrupted(study: Any, say: Callable[[str], None]) -> None:
+    """Trials a killed process left RUNNING: mark them interrupted and queue them again."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        say(f"trial {trial.number} was interrupted by the last run; it will run again")
+
+
+class StudyDriver:
+    """Proposes configurations and records outcomes in the study; knows when to stop."""
+
+    def __init__(
+        self,
+        *,
+        run: RunDir,
+        space: SearchSpace,
+        ctx: TrialContext,
+        study: Any,
+        sampler: str,
+        backend: str,
+        trials: int | None,
+        time_budget: float | None,
+        say: Callable[[str], None],
+        started: float,
+        executor: str = "local",
+        workers: int = 1,
+        live: Progress | None = None,
+    ) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.run, self.space, self.ctx, self.study = run, space, ctx, study
+        self.trials, self.time_budget, self.say, self.live = trials, time_budget, say, live
+        self.metric = ctx.metric
+        if not study.get_trials(deepcopy=False):
+            for flat in space.defaults():
+                study.enqueue_trial(flat)
+        recover_interrupted(study, say)
+        self.proposer = None
+        if backend == "hyperopt":
+            from automl.search.hyperopt_adapter import HyperoptProposer
+
+            self.proposer = HyperoptProposer(
+                space, sampler, ctx.seed, minimize=not ctx.metric.greater_is_better
+            )
+        self.spent_before = float(study.user_attrs.get(SPENT_ATTR, 0.0))
+        self.session_start = started
+        if time_budget is not None:
+            ctx.deadline = started + time_budget - self.spent_before
+        study.set_user_attr("time_budget", time_budget)
+        study.set_user_attr("executor", executor)
+        study.set_user_attr("workers", workers)
+        self.running: dict[int, tuple[str, float]] = {}
+        self.best = "-"
+        self._refresh()
+        data = ctx.dataset
+        say(
+            f"search {run.path}: {data.task}, metric {self.metric.name} "
+            f"({self.metric.direction}), {backend}/{sampler}, {executor} executor with "
+            f"{workers} worker{'s' if workers != 1 else ''}, families "
+            f"{', '.join(space.family_names)}, "
+            + (
+                f"{len(ctx.y_val)} train rows cross-fitted in {ctx.cv} folds / "
+                if ctx.cv
+                else f"{len(data.y_fit)} fit / {len(data.y_val)} val / "
+            )
+            + f"{len(data.y_test)} test rows"
+        )
+
+    def spent(self) -> float:
+        return self.spent_before + time.time() - self.session_start
+
+    def _refresh(self) -> None:
+        from optuna.trial import TrialState
+
+        self.finished, self.failed = counts(self.study)
+        self.pruned = len(self.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+        if self.live is not None:
+            self.live.status(self._status)
+
+    def _status(self) -> str:
+        running = next(iter(self.running.values()), None)
+        label = running[0] + (f" +{len(self.running) - 1}" if len(self.running) > 1 else "")
+        return status_line(
+            self.finished,
+            self.failed,
+            self.pruned,
+            self.best,
+            label if running else None,
+            running[1] if running else None,
+            self.time_budget - self.spent() if self.time_budget is not None else None,
+        )
+
+    def stop_reason(self, in_flight: int = 0) -> str | None:
+        """Why no new trial should start (with `in_flight` trials still running), or None.
+
+        Pruned trials count toward `--trials`, as in optuna's `n_trials`."""
+        if self.trials is not None and self.finished + self.pruned + in_flight >= self.trials:
+            return "trials"
+        if self.time_budget is not None and self.spent() >= self.time_budget:
+            return "budget"
+        return None
+
+    def ask(self) -> tuple[Any, dict[str, Any]]:
+        from optuna.trial import TrialState
+
+        study = self.study
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if self.proposer is not None and not waiting:
+            history = [
+                (t.params, t.value if t.state == TrialState.COMPLETE else None)
+                for t in study.get_trials(
+                    deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)
+                )
+                if not t.user_attrs.get("interrupted")
+            ]
+            study.enqueue_trial(self.proposer.propose(history))
+        trial = study.ask()
+        flat = self.space.suggest(trial)
+        trial.set_user_attr("family", flat["family"])
+        trial.set_user_attr("trial_dir", str(self.run.trial_dir(trial.number)))
+        self.running[trial.number] = (f"#{trial.number} {flat['family']}", time.time())
+        return trial, flat
+
+    @staticmethod
+    def label(trial: Any, flat: dict[str, Any]) -> str:
+        return f"trial {trial.number:>3} {flat['family']:<13}"
+
+    def _done(self, trial: Any) -> None:
+        self.running.pop(trial.number, None)
+        self.study.set_user_attr(SPENT_ATTR, self.spent())
+        self._refresh()
+
+    def succeeded(
+        self, trial: Any, flat: dict[str, Any], result: TrialResult, **attrs: Any
+    ) -> None:
+        trial.set_user_attr("test_score", result.test_score)
+        trial.set_user_attr("fit_seconds", result.fit_seconds)
+        trial.set_user_attr("predict_seconds", result.predict_seconds)
+        trial.set_user_attr("extra_scores", result.extra_scores)
+        if result.n_params is not None:
+            trial.set_user_attr("n_params", result.n_params)
+        trial.set_user_attr("artifacts", result.files)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        self.study.tell(trial, result.val_score)
+        best = self.study.best_trial
+        self.best = f"{best.value:.4f} (#{best.number} {best.params.get('family')})"
+        self._done(trial)
+        self.say(
+            f"{self.label(trial, flat)} val {self.metric.name} {result.val_score:.4f} "
+            f"({result.fit_seconds:5.1f}s) | best {self.best} | {self._tail()}"
+        )
+
+    def failed_with(self, trial: Any, flat: dict[str, Any], message: str, **attrs: Any) -> None:
+        from optuna.trial import TrialState
+
+        trial.set_user_attr("error", message)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        self.study.tell(trial, state=TrialState.FAIL)
+        self._done(trial)
+        self.say(f"{self.label(trial, flat)} FAILED: {message}")
+
+    def pruned_at(self, trial: Any, flat: dict[str, Any], step: int, value: float | None) -> None:
+        from optuna.trial import TrialState
+
+        if value is not None:
+            trial.report(value, step)
+        self.study.tell(trial, state=TrialState.PRUNED)
+        self._done(trial)
+        self.say(f"{self.label(trial, flat)} pruned after epoch {step} by the scheduler")
+
+    def interrupted(self, trial: Any, flat: dict[str, Any]) -> None:
+        """The search was stopped during this trial: it will run again on resume."""
+        from optuna.trial import TrialState
+
+        trial.set_user_attr("interrupted", True)
+        self.study.tell(trial, state=TrialState.FAIL)
+        self.study.enqueue_trial(flat, user_attrs={"retry_of": trial.number})
+        self._done(trial)
+        self.say(
+            f"{self.label(trial, flat)} interrupted; run the same command again "
+            "(or --resume) to continue"
+        )
+
+    def _tail(self) -> str:
+        done = self.finished + self.pruned
+        parts = [f"{done}{'/' + str(self.trials) if self.trials else ''} done"]
+        if self.failed:
+            parts.append(f"{self.failed} failed")
+        if self.pruned:
+            parts.append(f"{self.pruned} pruned")
+        if self.time_budget is not None:
+            parts.append(f"{max(0.0, self.time_budget - self.spent()):.0f}s left")
+        else:
+            parts.append(f"{self.spent():.0f}s")
+        return ", ".join(parts)
+
+    def finish(self, reason: str | None) -> tuple[int, int, Any]:
+        from optuna.trial import TrialState
+
+        if reason == "budget":
+            self.say(f"time budget of {self.time_budget:.0f}s reached")
+        self.study.set_user_attr(SPENT_ATTR, self.spent())
+        finished, failed = counts(self.study)
+        completed = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        best = self.study.best_trial if completed else None
+        self.say(
+            f"done: {finished} trials ({failed} failed"
+            + (f", {self.pruned} pruned" if self.pruned else "")
+            + f") in {self.spent():.0f}s of search time"
+            + (
+                f"; best val {self.metric.name} {best.value:.4f} (trial {best.number})"
+                if best
+                else ""
+            )
+        )
+        return finished, failed, best

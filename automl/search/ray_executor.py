@@ -1,0 +1,220 @@
+"""The Ray executor: trials run in parallel on Ray Tune, locally or on a Ray cluster.
+
+Ray Tune runs the trials (placement, `--workers` at a time, retries when a worker dies, the
+ASHA scheduler); our `StudySearcher` is its searcher. It asks the same `StudyDriver` as the
+local executor for configurations (optuna TPE/random or hyperopt, from the same study) and
+records every outcome there, so the optuna study stays the one source of truth whichever
+executor ran a trial, and a killed search resumes the same way. This is the only module that
+imports `ray`.
+
+Why not Ray's `OptunaSearch`: it keeps its own map from Ray trials to optuna trials and tells
+the study only the objective, so test scores, artifact lists, failures and the hyperopt
+backend would need a second bookkeeping path. One driver for both executors avoids that.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from automl.errors import UserInputError
+from automl.run import RunDir
+from automl.search.driver import StudyDriver
+from automl.search.evaluate import TrialContext, TrialResult, evaluate
+from automl.space import SearchSpace
+
+SCHEDULERS = ("fifo", "asha")
+RETRIES = 1  # a trial whose worker dies runs once more, then counts as failed
+
+
+def _trainable(config: dict[str, Any], ctx: TrialContext, cpus: int) -> None:
+    """Runs in a Ray worker: evaluate one configuration and report the outcome to Tune."""
+    import ray
+    from ray import tune
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(cpus))
+    ctx.threads = cpus
+    node = ray.get_runtime_context().get_node_id()
+    metric, y_val = ctx.metric, ctx.y_val
+
+    def on_epoch(epoch: int, val_pred: Any) -> None:
+        tune.report({"objective": metric.error(y_val, val_pred), "epoch": epoch, "node": node})
+
+    ctx.on_epoch = None if ctx.cv else on_epoch
+    try:
+        result = evaluate(config["number"], config["flat"], ctx)
+    except Exception as exc:  # a failing trial is reported, not raised: Tune must not retry it
+        message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
+        tune.report({"objective": math.inf, "status": "failed", "error": message, "node": node})
+        return
+    objective = -result.val_score if metric.greater_is_better else result.val_score
+    tune.report(
+        {
+            "objective": objective,
+            "status": "complete",
+            "result_json": json.dumps(result.__dict__),  # Tune would flatten a nested dict
+            "node": node,
+        }
+    )
+
+
+def _searcher_class() -> type:
+    from ray.tune.search import Searcher
+
+    class StudySearcher(Searcher):
+        """Ray Tune's view of our study: suggest = driver.ask, complete = record."""
+
+        def __init__(self, driver: StudyDriver) -> None:
+            super().__init__(metric="objective", mode="min")
+            self.driver = driver
+            self.live: dict[str, tuple[Any, dict[str, Any]]] = {}
+            self.last: dict[str, dict[str, Any]] = {}
+            self.stopped: str | None = None
+
+        def __getstate__(self) -> dict[str, Any]:
+            # Tune pickles its searcher for experiment checkpoints; the study is our checkpoint
+            # (resume goes through it), so only the plain settings travel.
+            return {"_metric": self._metric, "_mode": self._mode}
+
+        def save_to_dir(self, *args: Any, **kwargs: Any) -> None:
+            pass  # the study already holds every trial
+
+        def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+            reason = self.driver.stop_reason(in_flight=len(self.live))
+            if reason is not None:
+                if not self.live:
+                    self.stopped = reason
+                    return Searcher.FINISHED
+                return None  # wait for the running trials before finishing
+            trial, flat = self.driver.ask()
+            self.live[trial_id] = (trial, flat)
+            return {"number": trial.number, "flat": flat}
+
+        def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+            self.last[trial_id] = result
+
+        def on_trial_complete(
+            self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+        ) -> None:
+            if trial_id not in self.live:
+                return
+            trial, flat = self.live.pop(trial_id)
+            result = result or self.last.pop(trial_id, None) or {}
+            node = result.get("node")
+            attrs = {"node": node} if node else {}
+            status = result.get("status")
+            if status == "complete":
+                self.driver.succeeded(
+                    trial, flat, TrialResult(**json.loads(result["result_json"])), **attrs
+                )
+            elif status == "failed":
+                self.driver.failed_with(trial, flat, result.get("error", "failed"), **attrs)
+            elif error:
+                self.driver.failed_with(
+                    trial,
+                    flat,
+                    f"the Ray worker running it died ({RETRIES + 1} attempts)",
+                    **attrs,
+                )
+            else:  # stopped early by the scheduler after reporting epochs
+                self.driver.pruned_at(
+                    trial, flat, int(result.get("epoch", 0)), result.get("objective")
+                )
+
+    return StudySearcher
+
+
+def connect(address: str | None, cpus: int | None) -> None:
+    """Join a cluster at `address`, or start a quiet local Ray (no dashboard, no log flood)."""
+    import logging
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    logging.getLogger("ray").setLevel(logging.ERROR)  # our trial lines are the progress
+    try:
+        if address:
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+        else:
+            ray.init(
+                num_cpus=cpus,
+                include_dashboard=False,
+                logging_level=logging.ERROR,
+                log_to_driver=False,
+                configure_logging=True,
+            )
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"--ray-address {address}" if address else "local Ray"
+        raise UserInputError(f"{where}: cannot start or join Ray ({exc})") from None
+
+
+def run_on_ray(
+    *,
+    run: RunDir,
+    space: SearchSpace,
+    ctx: TrialContext,
+    study: Any,
+    sampler: str,
+    backend: str,
+    trials: int | None,
+    time_budget: float | None,
+    say: Callable[[str], None],
+    started: float,
+    workers: int,
+    cpus_per_trial: int,
+    gpus_per_trial: float,
+    address: str | None,
+    scheduler: str,
+    live: Any = None,
+) -> tuple[StudyDriver, str | None]:
+    """Run the search on Ray Tune; returns the driver and why it stopped."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    connect(address, None if address else max(os.cpu_count() or 1, workers * cpus_per_trial))
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    driver = StudyDriver(
+        run=run, space=space, ctx=ctx, study=study, sampler=sampler, backend=backend,
+        trials=trials, time_budget=time_budget, say=say, started=started,
+        executor="ray" + (f" at {address}" if address else " (local)"), workers=workers,
+        live=live,
+    )  # fmt: skip
+    searcher = _searcher_class()(driver)
+    resources = {"cpu": cpus_per_trial} | ({"gpu": gpus_per_trial} if gpus_per_trial else {})
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, ctx=ctx, cpus=cpus_per_trial), resources
+    )
+    chosen = (
+        ASHAScheduler(time_attr="training_iteration", grace_period=2, reduction_factor=3,
+                      max_t=10_000)
+        if scheduler == "asha"
+        else FIFOScheduler()
+    )  # fmt: skip
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=chosen,
+            metric="objective",
+            mode="min",
+            num_samples=-1,
+            max_concurrent_trials=workers,
+            reuse_actors=True,  # a worker keeps its imports (TensorFlow: ~7 s) across trials
+        ),
+        run_config=tune.RunConfig(
+            name="tune",
+            storage_path=str((run.path / "ray").resolve()),
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=RETRIES),
+            log_to_file=True,
+        ),
+    )
+    start = time.time()
+    tuner.fit()
+    say(f"ray: {time.time() - start:.0f}s in Ray Tune")
+    return driver, searcher.stopped or driver.stop_reason()
