@@ -29,9 +29,10 @@ browser:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
 		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium >/dev/null; }
 
+# PostgreSQL (Debian's) on loopback for the study-in-PostgreSQL tests.
 test: install browser
 	$(BIN)/ruff check automl scripts tests
-	$(BIN)/python -m pytest -q
+	AUTOML_TEST_POSTGRES_URL=$$(sh scripts/postgres_for_tests.sh) $(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check automl scripts tests

@@ -121,7 +121,7 @@ def _search(args: argparse.Namespace, argv: Sequence[str]) -> int:
         scheduler=args.scheduler,
         argv=["automl", *argv],
     )
-    print(format_table(leaderboard_rows(RunDir(summary.run_dir))))
+    print(format_table(leaderboard_rows(RunDir(summary.run_dir, storage_url=args.storage))))
     print(f"run directory: {summary.run_dir}")
     return 0
 

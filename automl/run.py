@@ -33,8 +33,9 @@ def mask_url(url: str) -> str:
 
 
 class RunDir:
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path).resolve()
+    def __init__(self, path: str | Path, storage_url: str | None = None) -> None:
+        self.path = Path(path).resolve()  # absolute: Ray workers run in folders of their own
+        self.storage_url = storage_url  # the full URL when the caller has it (run.json masks it)
 
     @property
     def run_file(self) -> Path:
@@ -65,6 +66,8 @@ class RunDir:
 
     def storage(self) -> str:
         """The study's storage URL; a password is read from AUTOML_STORAGE_PASSWORD if masked."""
+        if self.storage_url:
+            return self.storage_url
         url = self.info()["storage"]
         if "***@" in url:
             password = os.environ.get("AUTOML_STORAGE_PASSWORD")

@@ -4,6 +4,7 @@
     python scripts/benchmark.py --budget 120 ../shared/data/credit_g.csv.gz:class \
         ../shared/data/wine_quality.csv.gz:quality:regression
     python scripts/benchmark.py --ensemble-timing   # fit seconds, 50 members x 10,000 rows
+    python scripts/benchmark.py --executors --budget 120   # overhead per trial; Ray scaling
 
 Each dataset is split once, 80/20 (stratified for classes, seed 0). Every system sees only the
 train part; the test part scores them all. Systems: ours with ensemble (what `automl predict`
@@ -300,6 +301,106 @@ def ensemble_timing(members: int = 50, rows: int = 10_000, seed: int = 0) -> str
     return "\n".join(lines) + "\n"
 
 
+def _per_trial(trials: list[Any]) -> float:
+    """Seconds per trial from the first start to the last completion."""
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
+    return (max(ends) - min(starts)).total_seconds() / len(trials)
+
+
+def executor_overhead(n_trials: int = 50, workdir: Path | None = None) -> list[str]:
+    """Seconds per trial of a bare optuna loop, the local executor and the Ray executor, all
+    running the same trivial objective (the class-prior model on blood-transfusion)."""
+    import optuna
+    from sklearn.dummy import DummyClassifier
+
+    from automl.data import load_dataset
+    from automl.metrics import METRICS
+    from automl.run import STUDY_NAME
+    from automl.search.loop import run_search
+
+    data_path = str(ROOT.parent / "shared" / "data" / "blood_transfusion.csv.gz")
+    data = load_dataset(data_path, "Class")
+    auc = METRICS["roc_auc"]
+    space = ROOT / "search_spaces" / "dummy.yaml"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def objective(trial: Any) -> float:
+        model = DummyClassifier(
+            strategy=trial.suggest_categorical("strategy", ["prior", "uniform", "stratified"])
+        ).fit(data.x_fit, data.y_fit)
+        return auc(data.y_val, model.predict_proba(data.x_val))
+
+    rows = []
+    bare = optuna.create_study(storage=f"sqlite:///{workdir / 'bare.db'}", direction="maximize")
+    start = time.time()
+    bare.optimize(objective, n_trials=n_trials)
+    rows.append(("bare optuna loop (SQLite)", _per_trial(bare.trials), time.time() - start, 0.0))
+    for executor, workers in (("local", 1), ("ray", 1), ("ray", 2)):
+        out = workdir / f"{executor}-{workers}"
+        start = time.time()
+        run_search(
+            data=data_path, target="Class", out=out, spaces=[space], trials=n_trials,
+            executor=executor, workers=workers, threads=1, progress=lambda s: None,
+        )  # fmt: skip
+        wall = time.time() - start
+        trials = optuna.load_study(
+            study_name=STUDY_NAME, storage=f"sqlite:///{out / 'study.db'}"
+        ).trials
+        per_trial = _per_trial(trials)
+        rows.append(
+            (f"{executor}, {workers} worker(s)", per_trial, wall, wall - per_trial * n_trials)
+        )
+    base = rows[0][1]
+    lines = [
+        f"# Executor overhead: {n_trials} trials of a trivial objective (class prior, blood)",
+        "",
+        "| executor | seconds per trial | overhead per trial vs bare optuna | wall seconds |"
+        " start-up and wrap-up seconds |",
+        "|---|---|---|---|---|",
+    ]
+    for name, per_trial, wall, fixed in rows:
+        lines.append(
+            f"| {name} | {per_trial:.3f} | {per_trial - base:+.3f} | {wall:.1f} | {fixed:.1f} |"
+        )
+    return lines
+
+
+def executor_scaling(budget: float, workdir: Path) -> list[str]:
+    """Trials per minute with 1 and 2 Ray workers on LightGBM over adult, one CPU per trial,
+    and how far each search's wall time ended from its budget."""
+    from automl.search.loop import run_search
+
+    data_path = str(ROOT.parent / "shared" / "data" / "adult.csv.gz")
+    space = workdir / "lightgbm.yaml"
+    space.write_text(
+        "family: lightgbm\nparams:\n"
+        "  learning_rate: {type: float, low: 0.02, high: 0.3, log: true, default: 0.1}\n"
+        "  num_leaves: {type: int, low: 8, high: 128, log: true, default: 31}\n"
+        "  n_estimators: {type: fixed, value: 300}\n"
+    )
+    lines = [
+        f"# Ray executor scaling: LightGBM on adult, {budget:.0f} s budget, 1 CPU per trial",
+        "",
+        "| workers | trials finished | trials per minute | wall seconds | past the budget |",
+        "|---|---|---|---|---|",
+    ]
+    rates = {}
+    for workers in (1, 2):
+        start = time.time()
+        summary = run_search(
+            data=data_path, target="class", out=workdir / f"scale-{workers}", spaces=[space],
+            time_budget=budget, executor="ray", workers=workers, cpus_per_trial=1,
+            progress=lambda s: None,
+        )  # fmt: skip
+        wall = time.time() - start
+        rates[workers] = summary.finished / (budget / 60)
+        lines.append(f"| {workers} | {summary.finished} | {rates[workers]:.1f} | {wall:.1f} | "
+                     f"{wall - budget:+.1f} s |")  # fmt: skip
+    lines += ["", f"Speed-up with 2 workers: {rates[2] / rates[1]:.2f}x"]
+    return lines
+
+
 def markdown(table: pd.DataFrame, budget: float) -> str:
     lines = [f"# Tabular benchmark, {budget:.0f} s budget, 80/20 split (seed 0)", ""]
     lines.append(
@@ -343,6 +444,11 @@ def main() -> int:
         help="time ensemble fits on 50 members x 10,000 rows instead",
     )
     parser.add_argument(
+        "--executors",
+        action="store_true",
+        help="executor overhead (50 trivial trials) and Ray scaling with 1 vs 2 workers instead",
+    )
+    parser.add_argument(
         "--budget", type=float, default=300.0, help="seconds per system and dataset"
     )
     parser.add_argument("--threads", type=int, default=2)
@@ -357,8 +463,17 @@ def main() -> int:
         out.write_text(ensemble_timing())
         print(out.read_text())
         return 0
+    if args.executors:
+        with tempfile.TemporaryDirectory(prefix="automl-exec-") as workdir:
+            lines = executor_overhead(workdir=Path(workdir))
+            print("\n".join(lines), flush=True)
+            lines += ["", *executor_scaling(args.budget, Path(workdir))]
+        out = Path(args.out) / "executors.md"
+        out.write_text("\n".join(lines) + "\n")
+        print(out.read_text())
+        return 0
     if not args.datasets:
-        parser.error("give at least one PATH:TARGET[:TASK], or --ensemble-timing")
+        parser.error("give at least one PATH:TARGET[:TASK], --ensemble-timing or --executors")
     rows: list[dict[str, Any]] = []
     previous = Path(args.out) / f"{args.name}.csv"
     if args.append and previous.exists():

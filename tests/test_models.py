@@ -41,6 +41,7 @@ def defaults(family: str) -> dict:
     [
         pytest.param(name, marks=pytest.mark.keras) if FAMILIES[name].uses_keras else name
         for name in FAMILIES
+        if name != "dummy"  # the baseline is meant to sit at the floor; tested below
     ],
 )
 def test_family_fits_predicts_and_reloads(tmp_path: Path, family: str, task: str) -> None:
@@ -74,3 +75,16 @@ def test_lightgbm_stops_boosting_at_the_deadline() -> None:
     model = FAMILIES["lightgbm"].build({"n_estimators": 500, "verbosity": -1}, ctx)
     model.fit(x_fit, data.y_fit, x_val, data.y_val, deadline=0.0)  # long past
     assert model.estimator.booster_.num_trees() == 1
+
+
+def test_dummy_baseline_predicts_the_class_prior_and_the_mean() -> None:
+    from automl.models import BuildContext
+
+    y = np.array([0, 0, 0, 1])
+    x = np.zeros((4, 1))
+    model = FAMILIES["dummy"].build({"strategy": "prior"}, BuildContext("binary", 2))
+    model.fit(x, y, x, y)
+    np.testing.assert_allclose(model.predict(x[:1]), [[0.75, 0.25]])
+    values = FAMILIES["dummy"].build({"strategy": "prior"}, BuildContext("regression", 1))
+    values.fit(x, np.array([1.0, 2.0, 3.0, 6.0]), x, y)
+    np.testing.assert_allclose(values.predict(x[:2]), [3.0, 3.0])

@@ -131,6 +131,41 @@ def test_time_budget_holds_across_resumes(blood_search) -> None:  # noqa: ANN001
 @pytest.mark.slow
 def test_sigkill_during_a_trial_then_resume(tmp_path: Path) -> None:
     """Kill the search process mid-trial; the re-run keeps every finished trial and repeats none."""
+    _kill_then_resume(tmp_path, storage=None)
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A fresh database on the PostgreSQL that `make test` starts on loopback; dropped after."""
+    admin = os.environ.get("AUTOML_TEST_POSTGRES_URL")
+    if not admin:
+        pytest.skip("AUTOML_TEST_POSTGRES_URL is unset: `make test` starts PostgreSQL and sets it")
+    import secrets
+
+    import psycopg2
+
+    name = f"automl_test_{secrets.token_hex(4)}"
+    connection = psycopg2.connect(admin)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE {name}")
+        yield admin.rsplit("/", 1)[0] + f"/{name}"
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        connection.close()
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_with_the_study_in_postgresql(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    _kill_then_resume(tmp_path, storage=postgres_url)
+    assert not (tmp_path / "run" / "study.db").exists()  # the study lived in PostgreSQL only
+
+
+def _kill_then_resume(tmp_path: Path, storage: str | None) -> None:
     data = tmp_path / "phoneme.csv"
     from tests.conftest import shared
 
@@ -159,12 +194,12 @@ def test_sigkill_during_a_trial_then_resume(tmp_path: Path) -> None:
         "8",
         "--threads",
         "1",
-    ]
+    ] + (["--storage", storage] if storage else [])
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    storage = f"sqlite:///{out / 'study.db'}"
+    storage = storage or f"sqlite:///{out / 'study.db'}"
     running_at_kill = None
     before: dict[int, float] = {}
     deadline = time.time() + 120
@@ -191,7 +226,7 @@ def test_sigkill_during_a_trial_then_resume(tmp_path: Path) -> None:
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert f"trial {running_at_kill} was interrupted by the last run" in result.stdout
-    records = {r.number: r for r in load_trials(RunDir(out))}
+    records = {r.number: r for r in load_trials(RunDir(out, storage_url=storage))}
     complete = [r for r in records.values() if r.status == "complete"]
     assert len(complete) == 8  # exactly the number asked for: nothing lost, nothing extra
     for number, value in before.items():  # finished trials kept, unchanged

@@ -1,4 +1,5 @@
-"""Tree and linear families: random forest, extra trees, LightGBM, histogram GB, logistic/ridge.
+"""Tree and linear families: random forest, extra trees, LightGBM, histogram GB, logistic/ridge,
+and a dummy baseline.
 
 Each builder maps a searched configuration onto the library's own estimator; `SklearnModel`
 gives them all our fit/predict/save contract.
@@ -181,6 +182,18 @@ def build_linear(params: dict[str, Any], ctx: BuildContext) -> SklearnModel:
     return SklearnModel(estimator, ctx.task, ctx.n_classes)
 
 
+def build_dummy(params: dict[str, Any], ctx: BuildContext) -> SklearnModel:
+    """The class prior or the mean: the floor every model must beat, and the cheapest trial
+    there is (what the executor-overhead benchmark runs)."""
+    from sklearn.dummy import DummyClassifier, DummyRegressor
+
+    if ctx.task == "regression":  # the class strategies have no meaning for values
+        strategy = "median" if params.get("strategy") == "median" else "mean"
+        return SklearnModel(DummyRegressor(strategy=strategy), ctx.task, 1)
+    strategy = params.get("strategy", "prior")
+    return SklearnModel(DummyClassifier(strategy=strategy), ctx.task, ctx.n_classes)
+
+
 FAMILIES = [
     Family("random_forest", FOREST_PARAMS, "ordinal", _forest("RandomForest"), load_sklearn),
     Family("extra_trees", FOREST_PARAMS, "ordinal", _forest("ExtraTrees"), load_sklearn),
@@ -189,4 +202,5 @@ FAMILIES = [
     Family(
         "linear", frozenset({"C", "class_weight", "max_iter"}), "onehot", build_linear, load_sklearn
     ),
+    Family("dummy", frozenset({"strategy"}), "ordinal", build_dummy, load_sklearn),
 ]

@@ -249,6 +249,7 @@ def run_search(
                 previous["storage"] if "***@" not in previous["storage"] else run.storage()
             )
 
+    run.storage_url = storage_url  # with its password, for this process only
     created = not run.path.exists()
     try:
         with RunLock(run):

@@ -14,10 +14,10 @@ backend would need a second bookkeeping path. One driver for both executors avoi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -142,6 +142,7 @@ def connect(address: str | None, cpus: int | None) -> None:
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
         else:
             ray.init(
+                address="local",  # a new Ray of our own, never one started by someone else
                 num_cpus=cpus,
                 include_dashboard=False,
                 logging_level=logging.ERROR,
@@ -153,7 +154,21 @@ def connect(address: str | None, cpus: int | None) -> None:
         raise UserInputError(f"{where}: cannot start or join Ray ({exc})") from None
 
 
-def run_on_ray(
+def run_on_ray(run: RunDir, **options: Any) -> tuple[StudyDriver, str | None]:
+    """Run the search on Ray Tune (options: `_tune`'s); returns the driver and why it stopped."""
+    # In a Ray job the working_dir (our cwd) is extracted again whenever a worker sets up its
+    # runtime env, which leaves this process in a deleted folder, and Tune needs a real cwd:
+    # work from the run directory (absolute; it outlives the search) until the end.
+    here = os.getcwd()
+    os.chdir(run.path)
+    try:
+        return _tune(run=run, **options)
+    finally:
+        with contextlib.suppress(OSError):
+            os.chdir(here)
+
+
+def _tune(
     *,
     run: RunDir,
     space: SearchSpace,
@@ -170,9 +185,8 @@ def run_on_ray(
     gpus_per_trial: float,
     address: str | None,
     scheduler: str,
-    live: Any = None,
+    live: Any,
 ) -> tuple[StudyDriver, str | None]:
-    """Run the search on Ray Tune; returns the driver and why it stopped."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     connect(address, None if address else max(os.cpu_count() or 1, workers * cpus_per_trial))
     from ray import tune
@@ -214,7 +228,10 @@ def run_on_ray(
             log_to_file=True,
         ),
     )
-    start = time.time()
-    tuner.fit()
-    say(f"ray: {time.time() - start:.0f}s in Ray Tune")
+    import ray
+
+    try:
+        tuner.fit()
+    finally:
+        ray.shutdown()  # stops a local Ray; on a cluster, only disconnects this driver
     return driver, searcher.stopped or driver.stop_reason()

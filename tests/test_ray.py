@@ -1,0 +1,176 @@
+"""The Ray executor against real Ray: a local Ray, a 2-node cluster started here on 127.0.0.1
+(token auth on, as Ray 2.60's `ray start` does), a job through `ray job submit`, and a worker
+killed in the middle of a trial. Every search runs in its own process, as users run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import psutil
+import pytest
+
+from automl.io import verify
+from automl.run import STUDY_NAME, RunDir, load_trials
+from tests.conftest import FAST_LINEAR, FAST_TREES, ROOT, shared, write_space
+
+pytestmark = pytest.mark.slow
+
+SECOND_TREES = """family: random_forest
+params:
+  n_estimators: {type: int, low: 300, high: 400, default: 300}
+"""  # about a second each: long enough that two run at once, one on each node
+
+SLOW_MLP = """family: mlp
+params:
+  units: {type: int, low: 8, high: 32, default: 16}
+  epochs: {type: fixed, value: 40}
+  patience: {type: fixed, value: 40}
+  batch_size: {type: fixed, value: 32}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def blood(tmp_path: Path) -> Path:
+    path = tmp_path / "blood.csv"
+    pd.read_csv(shared("blood_transfusion.csv.gz")).to_csv(path, index=False)
+    return path
+
+
+def _search(data: Path, out: Path, spaces: list[Path], *extra: str, env=None, timeout=300):  # noqa: ANN001, ANN202
+    command = [sys.executable, "-m", "automl", "search", "--data", str(data), "--target",
+               "Class", "--out", str(out), "--executor", "ray", *extra]  # fmt: skip
+    for space in spaces:
+        command += ["--space", str(space)]
+    return subprocess.run(
+        command, cwd=ROOT, env=env or dict(os.environ), capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def _consistent(out: Path) -> list:
+    """The leaderboard, the study and the trial folders tell the same story."""
+    run = RunDir(out)
+    study = optuna.load_study(study_name=STUDY_NAME, storage=run.storage())
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+    records = load_trials(run)
+    complete = [r for r in records if r.status == "complete"]
+    for record in complete:
+        verify(run.trial_dir(record.number), "val_pred.npy")  # every file matches its manifest
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert sorted(board.name[board.status == "complete"]) == sorted(r.name for r in complete)
+    return [t for t in study.trials if t.state.name == "COMPLETE"]
+
+
+def test_local_ray_runs_trials_in_parallel_into_the_same_study(tmp_path: Path, blood: Path) -> None:
+    spaces = [
+        write_space(tmp_path, "l.yaml", FAST_LINEAR),
+        write_space(tmp_path, "t.yaml", FAST_TREES),
+    ]
+    result = _search(blood, tmp_path / "run", spaces, "--workers", "2", "--trials", "6")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ray (local) executor with 2 workers" in result.stdout
+    complete = _consistent(tmp_path / "run")
+    assert len(complete) == 6 and all(t.user_attrs.get("node") for t in complete)
+    study = optuna.load_study(study_name=STUDY_NAME, storage=RunDir(tmp_path / "run").storage())
+    assert study.user_attrs["workers"] == 2
+    # a second run resumes from the same study, as with the local executor
+    again = _search(blood, tmp_path / "run", spaces, "--workers", "2", "--trials", "8")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(_consistent(tmp_path / "run")) == 8
+
+
+def test_a_worker_killed_mid_trial_is_retried_and_the_search_completes(
+    tmp_path: Path, blood: Path
+) -> None:
+    spaces = [write_space(tmp_path, "mlp.yaml", SLOW_MLP)]
+    out = tmp_path / "run"
+    killed: list[int] = []
+
+    def kill_a_worker_during_a_trial() -> None:
+        deadline = time.time() + 240
+        while time.time() < deadline and not killed:
+            time.sleep(0.3)
+            if not list((out / "trials").glob("*")):  # wait until a trial has started
+                continue
+            for process in psutil.process_iter(["pid", "cmdline"]):
+                cmdline = " ".join(process.info["cmdline"] or [])
+                if cmdline.startswith("ray::ImplicitFunc"):
+                    os.kill(process.info["pid"], signal.SIGKILL)
+                    killed.append(process.info["pid"])
+                    return
+
+    killer = threading.Thread(target=kill_a_worker_during_a_trial, daemon=True)
+    killer.start()
+    result = _search(blood, out, spaces, "--workers", "1", "--trials", "2", "--threads", "1")
+    killer.join(timeout=5)
+    assert killed, "no Ray worker was found to kill"
+    assert result.returncode == 0, result.stderr[-3000:]
+    complete = _consistent(out)
+    assert len(complete) == 2  # the killed trial ran again and finished; nothing was lost
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):  # noqa: ANN201
+    """A 2-node Ray cluster on 127.0.0.1 (head + one worker, one CPU each), token auth on."""
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))
+    port, dashboard = _free_port(), _free_port()
+    ray = str(Path(sys.executable).parent / "ray")
+    head = [ray, "start", "--head", f"--port={port}", "--num-cpus=1",
+            "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}", "--disable-usage-stats"]  # fmt: skip
+    worker = [ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
+              "--node-ip-address=127.0.0.1", "--disable-usage-stats"]  # fmt: skip
+    try:
+        for command in (head, worker):
+            started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+            assert started.returncode == 0, started.stderr[-2000:]
+        yield {"env": env, "address": f"127.0.0.1:{port}", "jobs": f"http://127.0.0.1:{dashboard}"}
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def _nodes(out: Path) -> set[str]:
+    study = optuna.load_study(study_name=STUDY_NAME, storage=RunDir(out).storage())
+    return {t.user_attrs["node"] for t in study.trials if t.state.name == "COMPLETE"}
+
+
+def test_two_node_cluster_runs_trials_on_both_nodes_and_takes_jobs(
+    tmp_path: Path, blood: Path, cluster: dict
+) -> None:
+    spaces = [write_space(tmp_path, "t.yaml", SECOND_TREES)]
+    out = tmp_path / "run"
+    result = _search(blood, out, spaces, "--workers", "2", "--trials", "8",
+                     "--ray-address", cluster["address"], env=cluster["env"])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(_consistent(out)) == 8
+    assert len(_nodes(out)) == 2  # the head and the worker node both ran trials
+
+    job_out = tmp_path / "job-run"
+    submit = [sys.executable, str(ROOT / "scripts" / "ray_job.py"), "--address", cluster["jobs"],
+              "--python", sys.executable, "--", "--data", str(blood), "--target", "Class",
+              "--out", str(job_out), "--space", str(spaces[0]), "--trials", "6",
+              "--workers", "2"]  # fmt: skip
+    job = subprocess.run(submit, cwd=ROOT, env=cluster["env"], capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
+    assert "SUCCEEDED" in job.stdout and "done: 6 trials (0 failed)" in job.stdout
+    assert len(_consistent(job_out)) == 6
+    assert len(_nodes(job_out)) == 2
+    assert json.loads((job_out / "run.json").read_text())["command"][:2] == ["automl", "search"]
