@@ -174,3 +174,16 @@ def test_two_node_cluster_runs_trials_on_both_nodes_and_takes_jobs(
     assert len(_consistent(job_out)) == 6
     assert len(_nodes(job_out)) == 2
     assert json.loads((job_out / "run.json").read_text())["command"][:2] == ["automl", "search"]
+
+
+def test_asha_stops_poor_networks_from_their_epoch_reports(tmp_path: Path, blood: Path) -> None:
+    space = write_space(tmp_path, "mlp.yaml", SLOW_MLP.replace("value: 40", "value: 20"))
+    result = _search(blood, tmp_path / "run", [space], "--workers", "2", "--trials", "8",
+                     "--scheduler", "asha", "--sampler", "random", "--threads", "1")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = load_trials(RunDir(tmp_path / "run"))
+    pruned = [r for r in records if r.status == "pruned"]
+    assert pruned and "pruned after epoch" in result.stdout
+    assert len(records) == 8  # pruned trials count toward --trials, as in optuna
+    board = pd.read_csv(tmp_path / "run" / "leaderboard.csv")
+    assert (board.status == "pruned").sum() == len(pruned)
