@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from automl.run import RunDir
@@ -17,6 +18,11 @@ from automl.search.progress import Progress, status_line
 from automl.space import SearchSpace
 
 SPENT_ATTR = "spent_seconds"
+
+
+def error_line(exc: BaseException) -> str:
+    """An exception as the one line a failed trial records."""
+    return f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
 
 
 def counts(study: Any) -> tuple[int, int]:
@@ -43,31 +49,36 @@ def recover_interrupted(study: Any, say: Callable[[str], None]) -> None:
         say(f"trial {trial.number} was interrupted by the last run; it will run again")
 
 
+@dataclass
+class SearchSettings:
+    """One search's settings and parts, whichever executor runs its trials."""
+
+    run: RunDir
+    space: SearchSpace
+    ctx: TrialContext
+    study: Any
+    sampler: str
+    backend: str
+    trials: int | None
+    time_budget: float | None
+    say: Callable[[str], None]
+    started: float
+    live: Progress | None = None
+
+
 class StudyDriver:
     """Proposes configurations and records outcomes in the study; knows when to stop."""
 
-    def __init__(
-        self,
-        *,
-        run: RunDir,
-        space: SearchSpace,
-        ctx: TrialContext,
-        study: Any,
-        sampler: str,
-        backend: str,
-        trials: int | None,
-        time_budget: float | None,
-        say: Callable[[str], None],
-        started: float,
-        executor: str = "local",
-        workers: int = 1,
-        live: Progress | None = None,
-    ) -> None:
+    def __init__(self, settings: SearchSettings, executor: str = "local", workers: int = 1) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        run, space, ctx, study = settings.run, settings.space, settings.ctx, settings.study
+        sampler, backend, started = settings.sampler, settings.backend, settings.started
+        time_budget, say = settings.time_budget, settings.say
         self.run, self.space, self.ctx, self.study = run, space, ctx, study
-        self.trials, self.time_budget, self.say, self.live = trials, time_budget, say, live
+        self.trials, self.time_budget, self.say = settings.trials, time_budget, say
+        self.live = settings.live
         self.metric = ctx.metric
         if not study.get_trials(deepcopy=False):
             for flat in space.defaults():

@@ -26,7 +26,7 @@ from automl.errors import UserInputError
 from automl.io import write_json_atomic
 from automl.metrics import get_metric
 from automl.run import STUDY_NAME, RunDir, RunLock, mask_url
-from automl.search.driver import StudyDriver
+from automl.search.driver import SearchSettings, StudyDriver, error_line
 from automl.search.evaluate import TrialContext, evaluate
 from automl.search.isolation import evaluate_isolated
 from automl.search.progress import Progress
@@ -283,31 +283,19 @@ def run_search(
                         else {}
                     ),
                 )
+            settings = SearchSettings(
+                run=run, space=space, ctx=ctx, study=study, sampler=sampler, backend=backend,
+                trials=trials, time_budget=time_budget, say=say, started=started, live=live,
+            )  # fmt: skip
             if executor == "ray":
                 from automl.search.ray_executor import run_on_ray
 
                 driver, reason = run_on_ray(
-                    run=run, space=space, ctx=ctx, study=study, sampler=sampler,
-                    backend=backend, trials=trials, time_budget=time_budget, say=say,
-                    started=started, workers=workers, cpus_per_trial=cpus_per_trial,
+                    settings, workers=workers, cpus_per_trial=cpus_per_trial,
                     gpus_per_trial=gpus_per_trial, address=ray_address, scheduler=scheduler,
-                    live=live,
                 )  # fmt: skip
                 return summarize(run, driver, reason, started)
-            return _loop(
-                run=run,
-                space=space,
-                ctx=ctx,
-                study=study,
-                sampler=sampler,
-                backend=backend,
-                trials=trials,
-                time_budget=time_budget,
-                trial_timeout=trial_timeout,
-                say=say,
-                started=started,
-                live=live,
-            )
+            return _loop(settings, trial_timeout)
     except UserInputError:
         if created and not run.exists():  # leave nothing that looks like a run behind
             shutil.rmtree(run.path, ignore_errors=True)
@@ -345,26 +333,9 @@ def _run_facts(
     }
 
 
-def _loop(
-    *,
-    run: RunDir,
-    space: SearchSpace,
-    ctx: TrialContext,
-    study: Any,
-    sampler: str,
-    backend: str,
-    trials: int | None,
-    time_budget: float | None,
-    trial_timeout: float | None,
-    say: Callable[[str], None],
-    started: float,
-    live: Progress | None = None,
-) -> SearchSummary:
+def _loop(settings: SearchSettings, trial_timeout: float | None) -> SearchSummary:
     """The local executor: one trial at a time in this process (or a child, with a timeout)."""
-    driver = StudyDriver(
-        run=run, space=space, ctx=ctx, study=study, sampler=sampler, backend=backend,
-        trials=trials, time_budget=time_budget, say=say, started=started, live=live,
-    )  # fmt: skip
+    driver, ctx = StudyDriver(settings), settings.ctx
     while (reason := driver.stop_reason()) is None:
         trial, flat = driver.ask()
         try:
@@ -379,11 +350,7 @@ def _loop(
             driver.failed_with(trial, flat, error_line(exc))
         else:
             driver.succeeded(trial, flat, result)
-    return summarize(run, driver, reason, started)
-
-
-def error_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
+    return summarize(settings.run, driver, reason, settings.started)
 
 
 def summarize(

@@ -18,14 +18,11 @@ import contextlib
 import json
 import math
 import os
-from collections.abc import Callable
 from typing import Any
 
 from automl.errors import UserInputError
-from automl.run import RunDir
-from automl.search.driver import StudyDriver
+from automl.search.driver import SearchSettings, StudyDriver, error_line
 from automl.search.evaluate import TrialContext, TrialResult, evaluate
-from automl.space import SearchSpace
 
 SCHEDULERS = ("fifo", "asha")
 RETRIES = 1  # a trial whose worker dies runs once more, then counts as failed
@@ -48,8 +45,8 @@ def _trainable(config: dict[str, Any], ctx: TrialContext, cpus: int) -> None:
     try:
         result = evaluate(config["number"], config["flat"], ctx)
     except Exception as exc:  # a failing trial is reported, not raised: Tune must not retry it
-        message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
-        tune.report({"objective": math.inf, "status": "failed", "error": message, "node": node})
+        report = {"objective": math.inf, "status": "failed", "error": error_line(exc)}
+        tune.report(report | {"node": node})
         return
     objective = -result.val_score if metric.greater_is_better else result.val_score
     tune.report(
@@ -154,50 +151,37 @@ def connect(address: str | None, cpus: int | None) -> None:
         raise UserInputError(f"{where}: cannot start or join Ray ({exc})") from None
 
 
-def run_on_ray(run: RunDir, **options: Any) -> tuple[StudyDriver, str | None]:
+def run_on_ray(settings: SearchSettings, **options: Any) -> tuple[StudyDriver, str | None]:
     """Run the search on Ray Tune (options: `_tune`'s); returns the driver and why it stopped."""
     # In a Ray job the working_dir (our cwd) is extracted again whenever a worker sets up its
     # runtime env, which leaves this process in a deleted folder, and Tune needs a real cwd:
     # work from the run directory (absolute; it outlives the search) until the end.
     here = os.getcwd()
-    os.chdir(run.path)
+    os.chdir(settings.run.path)
     try:
-        return _tune(run=run, **options)
+        return _tune(settings, **options)
     finally:
         with contextlib.suppress(OSError):
             os.chdir(here)
 
 
 def _tune(
+    settings: SearchSettings,
     *,
-    run: RunDir,
-    space: SearchSpace,
-    ctx: TrialContext,
-    study: Any,
-    sampler: str,
-    backend: str,
-    trials: int | None,
-    time_budget: float | None,
-    say: Callable[[str], None],
-    started: float,
     workers: int,
     cpus_per_trial: int,
     gpus_per_trial: float,
     address: str | None,
     scheduler: str,
-    live: Any,
 ) -> tuple[StudyDriver, str | None]:
+    run, ctx = settings.run, settings.ctx
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     connect(address, None if address else max(os.cpu_count() or 1, workers * cpus_per_trial))
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    driver = StudyDriver(
-        run=run, space=space, ctx=ctx, study=study, sampler=sampler, backend=backend,
-        trials=trials, time_budget=time_budget, say=say, started=started,
-        executor="ray" + (f" at {address}" if address else " (local)"), workers=workers,
-        live=live,
-    )  # fmt: skip
+    where = f" at {address}" if address else " (local)"
+    driver = StudyDriver(settings, executor=f"ray{where}", workers=workers)
     searcher = _searcher_class()(driver)
     resources = {"cpu": cpus_per_trial} | ({"gpu": gpus_per_trial} if gpus_per_trial else {})
     trainable = tune.with_resources(
