@@ -26,7 +26,12 @@ def weighted_average(stacked: np.ndarray, weights: np.ndarray, power: float = 1.
     weights = np.asarray(weights, dtype=float)
     if power == 1.0 or stacked.ndim < 3:
         return np.tensordot(weights, stacked, axes=1)
-    mixed = np.tensordot(weights, np.power(stacked, power), axes=1)
+    return normalized_mix(np.power(stacked, power), weights)
+
+
+def normalized_mix(powered: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The weighted mean of members' p**k (already raised), renormalized per row."""
+    mixed = np.tensordot(weights, powered, axes=1)
     return mixed / mixed.sum(axis=-1, keepdims=True)
 
 

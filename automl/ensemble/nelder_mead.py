@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.optimize import minimize
 
-from automl.ensemble.base import WeightedEnsemble, stack, weighted_average
+from automl.ensemble.base import WeightedEnsemble, normalized_mix, stack, weighted_average
 from automl.ensemble.greedy import GreedyEnsemble
 from automl.metrics import Metric
 
@@ -86,9 +86,13 @@ class NelderMeadEnsemble(WeightedEnsemble):
     ) -> tuple[np.ndarray, float, str, dict[str, dict[str, float]]]:
         """Nelder-Mead from every start at one power; the best end point and its start."""
         n = stacked.shape[0]
+        powered = np.power(stacked, power) if power != 1.0 else stacked  # once, not per step
 
         def objective(z: np.ndarray) -> float:
-            return self.metric.error(y, weighted_average(stacked, to_weights(z), power))
+            w = to_weights(z)
+            if power == 1.0:
+                return self.metric.error(y, weighted_average(stacked, w))
+            return self.metric.error(y, normalized_mix(powered, w))
 
         trace: dict[str, dict[str, float]] = {}
         best_name, best_weights, best_error = "", np.full(n, 1.0 / n), np.inf
