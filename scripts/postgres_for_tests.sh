@@ -13,6 +13,7 @@ CLUSTER=$(pg_lsclusters -h | head -n 1)
 set -- $CLUSTER
 VERSION=$1; NAME=$2; PORT=$3; STATUS=$4
 [ "$STATUS" = online ] || $SUDO pg_ctlcluster "$VERSION" "$NAME" start
+cd /  # the postgres user may not enter the project's folder
 $SUDO runuser -u postgres -- psql -q -p "$PORT" -c \
     "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'automl') THEN
      CREATE ROLE automl LOGIN CREATEDB PASSWORD 'automl-tests'; END IF; END\$\$;" >/dev/null

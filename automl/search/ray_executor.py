@@ -100,7 +100,8 @@ def _searcher_class() -> type:
             if trial_id not in self.live:
                 return
             trial, flat = self.live.pop(trial_id)
-            result = result or self.last.pop(trial_id, None) or {}
+            last = self.last.pop(trial_id, None)
+            result = result or last or {}
             node = result.get("node")
             attrs = {"node": node} if node else {}
             status = result.get("status")
