@@ -35,6 +35,17 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def write_npy_atomic(path: Path, array: Any) -> None:
+    """An array as a .npy file (no pickled objects), written atomically."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 

@@ -23,7 +23,13 @@ from automl.ensemble import METHODS, Ensembler
 from automl.ensemble.insight import describe, signed_gain, split_half_check
 from automl.ensemble.keras_export import export_if_keras
 from automl.errors import UserInputError
-from automl.io import verify, write_bytes_atomic, write_json_atomic, write_manifest
+from automl.io import (
+    verify,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_manifest,
+    write_npy_atomic,
+)
 from automl.metrics import METRICS, Metric
 from automl.run import RunDir, TrialRecord, load_predictions, load_trials
 
@@ -36,9 +42,7 @@ COMBINER_FILE = "combiner.joblib"
 def save_targets(run: RunDir, y_val: np.ndarray, y_test: np.ndarray) -> None:
     directory = run.path / TARGETS_DIR
     for name, y in (("y_val.npy", y_val), ("y_test.npy", y_test)):
-        buffer = io.BytesIO()
-        np.save(buffer, np.asarray(y), allow_pickle=False)
-        write_bytes_atomic(directory / name, buffer.getvalue())
+        write_npy_atomic(directory / name, y)
     write_manifest(directory, ["y_val.npy", "y_test.npy"])
 
 
@@ -154,12 +158,6 @@ def _valid_members(run: RunDir, pool: list[TrialRecord], shape_val: tuple, shape
     return members, val_preds, test_preds
 
 
-def _save_array(directory: Path, name: str, array: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    write_bytes_atomic(directory / name, buffer.getvalue())
-
-
 def build_ensemble(run: RunDir, recipe: Recipe) -> dict[str, Any]:
     """Fit `recipe` on the run's validation predictions, score it on test, save it."""
     info = run.info()
@@ -240,8 +238,8 @@ def build_ensemble(run: RunDir, recipe: Recipe) -> dict[str, Any]:
         ),
     }
     directory = run.ensemble_dir(recipe.label)
-    _save_array(directory, "val_pred.npy", val_pred)
-    _save_array(directory, "test_pred.npy", test_pred)
+    write_npy_atomic(directory / "val_pred.npy", val_pred)
+    write_npy_atomic(directory / "test_pred.npy", test_pred)
     files = ["val_pred.npy", "test_pred.npy", "weights.json"]
     if ensembler.combiner != "weighted":
         buffer = io.BytesIO()

@@ -18,22 +18,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from automl.io import MANIFEST, read_json, sha256_file, verify
+from automl.io import read_json, sha256_file, verify
 from automl.run import RunDir
 
 EXPORT_FILE = "model.keras"
 ENCODER_COPY = "encoder.joblib"
-
-
-def _member_dirs(run: RunDir, trial: int) -> list[Path]:
-    """A trial's model folders: the trial itself, or one per fold under cross-fitting."""
-    directory = run.trial_dir(trial)
-    folds = read_json(verify(directory, "config.json")).get("folds")
-    if not folds:
-        return [directory]
-    for k in range(folds):
-        verify(directory, f"fold{k}/{MANIFEST}")
-    return [directory / f"fold{k}" for k in range(folds)]
 
 
 def _skip(reason: str) -> dict[str, Any]:
@@ -43,7 +32,7 @@ def _skip(reason: str) -> dict[str, Any]:
 def export_if_keras(run: RunDir, summary: dict[str, Any], directory: Path) -> dict[str, Any]:
     """Write `model.keras` for an all-Keras weighted ensemble; say why not otherwise."""
     from automl.models import FAMILIES
-    from automl.search.evaluate import ENCODER_FILE
+    from automl.search.evaluate import ENCODER_FILE, model_dirs
 
     members = summary["members"]
     if summary["combiner"] != "weighted":
@@ -58,7 +47,7 @@ def export_if_keras(run: RunDir, summary: dict[str, Any], directory: Path) -> di
         return _skip("members use different encoders")
     weighted = []
     for m in members:  # a cross-fitted member's weight is shared among its folds
-        dirs = _member_dirs(run, m["trial"])
+        dirs = model_dirs(run.trial_dir(m["trial"]))
         weighted.extend((d, m["weight"] / len(dirs)) for d in dirs)
     model = build_keras_ensemble(weighted)
     tmp = directory / f".tmp-{os.getpid()}-{EXPORT_FILE}"

@@ -29,6 +29,7 @@ from automl.report import plots
 from automl.report.assets import SCRIPT, STYLE
 from automl.report.leaderboard import columns_of, fmt, write_leaderboard
 from automl.run import STUDY_NAME, RunDir, TrialRecord, load_predictions, load_trials
+from automl.search.evaluate import model_dirs
 
 LEARNING_CURVES = 6
 esc = html.escape
@@ -91,13 +92,12 @@ def param_importances(run: RunDir, metric: Metric, min_trials: int = 6) -> dict[
 def _history(directory: Path) -> dict[str, list[float]]:
     import csv
 
-    for folder in (directory, directory / "fold0"):
-        path = folder / "history.csv"
-        if path.exists():
-            rows = list(csv.DictReader(verify(folder, "history.csv").open(encoding="utf-8")))
-            keys = [k for k in (rows[0] if rows else {}) if k != "epoch"]
-            return {k: [float(r[k]) for r in rows if r[k] != ""] for k in keys}
-    return {}
+    folder = model_dirs(directory)[0]  # under cv, the first fold's curve
+    if not (folder / "history.csv").exists():
+        return {}
+    rows = list(csv.DictReader(verify(folder, "history.csv").open(encoding="utf-8")))
+    keys = [k for k in (rows[0] if rows else {}) if k != "epoch"]
+    return {k: [float(r[k]) for r in rows if r[k] != ""] for k in keys}
 
 
 def keras_layers(model_file: Path) -> list[dict[str, Any]]:
@@ -137,10 +137,9 @@ def _best_network(run: RunDir, records: list[TrialRecord], greater: bool) -> tup
     keras_trials = [r for r in records if r.status == "complete" and r.n_params is not None]
     keras_trials.sort(key=lambda r: r.val_score, reverse=greater)
     for record in keras_trials:
-        directory = run.trial_dir(record.number)
-        for folder in (directory, directory / "fold0"):
-            if (folder / "model.keras").exists():
-                return record.name, keras_layers(verify(folder, "model.keras"))
+        folder = model_dirs(run.trial_dir(record.number))[0]
+        if (folder / "model.keras").exists():
+            return record.name, keras_layers(verify(folder, "model.keras"))
     return "", []
 
 

@@ -28,6 +28,7 @@ from automl.io import (
     write_bytes_atomic,
     write_json_atomic,
     write_manifest,
+    write_npy_atomic,
 )
 from automl.metrics import EXTRA_METRICS, METRICS, Metric
 from automl.models import FAMILIES, BuildContext, Family
@@ -239,10 +240,8 @@ def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResul
     buffer = io.BytesIO()
     joblib.dump(encoded[0], buffer)
     write_bytes_atomic(trial_dir / ENCODER_FILE, buffer.getvalue())
-    for part, pred in (("val", val_pred), ("test", test_pred)):
-        buffer = io.BytesIO()
-        np.save(buffer, pred, allow_pickle=False)
-        write_bytes_atomic(trial_dir / f"{part}_pred.npy", buffer.getvalue())
+    write_npy_atomic(trial_dir / "val_pred.npy", val_pred)
+    write_npy_atomic(trial_dir / "test_pred.npy", test_pred)
     write_json_atomic(
         trial_dir / "config.json",
         {"family": config.family, "params": config.params, "folds": ctx.cv or None},
@@ -282,15 +281,21 @@ class FoldAverage:
         return sum(m.predict(x) for m in self.models) / len(self.models)
 
 
+def model_dirs(directory: Path) -> list[Path]:
+    """The folders holding a trial's model files: the trial's own, or one per fold under cv
+    (each fold's manifest is itself checked against the trial's)."""
+    folds = read_json(verify(directory, "config.json")).get("folds")
+    if not folds:
+        return [directory]
+    for k in range(folds):
+        verify(directory, f"{fold_name(k)}/{MANIFEST}")
+    return [directory / fold_name(k) for k in range(folds)]
+
+
 def load_trial_model(directory: Path) -> Any:
     """A trial's model (the mean of its folds under cv), every file checked against a manifest."""
-    config = read_json(verify(directory, "config.json"))
-    family = FAMILIES[config["family"]]
-    folds = config.get("folds")
-    if not folds:
+    family = FAMILIES[read_json(verify(directory, "config.json"))["family"]]
+    dirs = model_dirs(directory)
+    if dirs == [directory]:
         return family.load(directory)
-    models = []
-    for k in range(folds):
-        verify(directory, f"{fold_name(k)}/{MANIFEST}")  # the fold's manifest is itself checked
-        models.append(family.load(directory / fold_name(k)))
-    return FoldAverage(models)
+    return FoldAverage([family.load(d) for d in dirs])
