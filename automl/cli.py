@@ -21,7 +21,9 @@ def _parser() -> argparse.ArgumentParser:
 
     search = sub.add_parser("search", help="search models and hyperparameters on a dataset")
     search.add_argument(
-        "--data", required=True, help="CSV (.csv, .csv.gz), Parquet, or builtin:NAME"
+        "--data",
+        required=True,
+        help="CSV (.csv, .csv.gz), Parquet, .npz images (x, y) or builtin:NAME",
     )
     search.add_argument("--target", help="target column (default 'target' for builtin: data)")
     search.add_argument("--out", required=True, help="run directory to create or resume")
@@ -55,6 +57,15 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--ray-address", help="join this Ray cluster (default: a local Ray)")
     search.add_argument(
         "--scheduler", default="fifo", help="fifo or asha (ray: stops poor networks early)"
+    )
+    search.add_argument(
+        "--pruner",
+        default="median",
+        help="median (default), hyperband or none: stops poor networks early (local executor)",
+    )
+    search.add_argument(
+        "--text-columns",
+        help="comma-separated columns holding free text (default: detected)",
     )
 
     ensemble = sub.add_parser("ensemble", help="fit ensembles on a run's saved predictions")
@@ -119,6 +130,10 @@ def _search(args: argparse.Namespace, argv: Sequence[str]) -> int:
         gpus_per_trial=args.gpus_per_trial,
         ray_address=args.ray_address,
         scheduler=args.scheduler,
+        pruner=args.pruner,
+        text_columns=[c.strip() for c in args.text_columns.split(",")]
+        if args.text_columns
+        else None,
         argv=["automl", *argv],
     )
     print(format_table(leaderboard_rows(RunDir(summary.run_dir, storage_url=args.storage))))

@@ -25,6 +25,7 @@ MAX_CLASSES_FOR_INTEGER_TARGET = 20
 # A text column is read as numeric garbage when at least this share of its values are numbers.
 NUMERIC_SHARE_FOR_GARBAGE = 0.9
 MIN_ROWS = 20
+IMAGE_SHAPE_ATTR = "image_shape"
 
 
 def _builtin_loaders() -> dict[str, Any]:
@@ -151,8 +152,14 @@ def _read_npz(path: Path) -> pd.DataFrame:
             f"{path}: expected x of shape (N, ...) and y of shape (N,); "
             f"got x {x.shape} and y {y.shape}"
         )
+    if x.ndim > 4:
+        raise UserInputError(
+            f"{path}: expected images x of shape (N, H, W) or (N, H, W, C); got {x.shape}"
+        )
     frame = pd.DataFrame(x.reshape(len(x), -1), columns=[f"px_{i}" for i in range(x[0].size)])
     frame["y"] = y
+    if x.ndim >= 3:  # (N, H, W[, C]): images, whose shape the convolutional families need
+        frame.attrs[IMAGE_SHAPE_ATTR] = [*x.shape[1:3], x.shape[3] if x.ndim == 4 else 1]
     return frame
 
 
@@ -182,39 +189,85 @@ def data_fingerprint(spec: str) -> str:
 
 @dataclass
 class Schema:
-    """Feature columns in order, with their kind; what `predict` data must provide."""
+    """Feature columns in order, with their kind; what `predict` data must provide.
+
+    `text` columns hold free text (vectorized inside text networks, TF-IDF for the others);
+    `image_shape` (H, W, C) says the numeric columns are an image's pixels, row-major.
+    """
 
     numeric: list[str]
     categorical: list[str]
+    text: list[str] = field(default_factory=list)
+    image_shape: list[int] | None = None
 
     @property
     def columns(self) -> list[str]:
-        return self.numeric + self.categorical
+        return self.numeric + self.categorical + self.text
 
-    def to_dict(self) -> dict[str, list[str]]:
-        return {"numeric": self.numeric, "categorical": self.categorical}
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "numeric": self.numeric,
+            "categorical": self.categorical,
+            "text": self.text,
+            "image_shape": self.image_shape,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, list[str]]) -> Schema:
-        return cls(numeric=list(data["numeric"]), categorical=list(data["categorical"]))
+    def from_dict(cls, data: dict[str, Any]) -> Schema:
+        return cls(
+            numeric=list(data["numeric"]),
+            categorical=list(data["categorical"]),
+            text=list(data.get("text") or []),
+            image_shape=data.get("image_shape"),
+        )
 
 
-def infer_schema(features: pd.DataFrame, source: str) -> Schema:
-    """Decide which columns are numeric and which categorical, rejecting garbage and infinities."""
-    numeric, categorical = [], []
+# A string column is free text when its values are mostly distinct and several words long.
+TEXT_MIN_MEDIAN_WORDS = 4
+TEXT_MIN_DISTINCT_SHARE = 0.3
+
+
+def looks_like_text(values: pd.Series) -> bool:
+    present = values.dropna().astype(str)
+    if len(present) == 0:
+        return False
+    words = present.str.split().str.len()
+    return (
+        float(words.median()) >= TEXT_MIN_MEDIAN_WORDS
+        and present.nunique() / len(present) >= TEXT_MIN_DISTINCT_SHARE
+    )
+
+
+def infer_schema(
+    features: pd.DataFrame, source: str, text_columns: list[str] | None = None
+) -> Schema:
+    """Decide which columns are numeric, categorical or text, rejecting garbage and infinities.
+
+    Text is detected (several words, mostly distinct values) unless `text_columns` names it."""
+    if text_columns:
+        unknown = [c for c in text_columns if c not in features.columns]
+        if unknown:
+            raise UserInputError(
+                f"--text-columns: {source} has no column(s) {', '.join(map(repr, unknown))}"
+            )
+    numeric, categorical, text = [], [], []
     for column in features.columns:
         values = features[column]
         if values.isna().all():
             continue  # carries no information; predict data need not have it either
-        if pd.api.types.is_bool_dtype(values):
+        if text_columns is not None and column in text_columns:
+            text.append(column)
+        elif pd.api.types.is_bool_dtype(values):
             categorical.append(column)
         elif pd.api.types.is_numeric_dtype(values) or _mostly_numeric(values, source, column):
             numeric.append(column)
+        elif text_columns is None and looks_like_text(values):
+            text.append(column)
         else:
             categorical.append(column)
-    if not numeric and not categorical:
+    if not numeric and not categorical and not text:
         raise UserInputError(f"{source}: no feature columns with values besides the target")
-    return Schema(numeric=numeric, categorical=categorical)
+    return Schema(numeric=numeric, categorical=categorical, text=text)
 
 
 def _mostly_numeric(values: pd.Series, source: str, column: str) -> bool:
@@ -264,6 +317,8 @@ def coerce_features(frame: pd.DataFrame, schema: Schema, source: str) -> pd.Data
     for column in schema.categorical:
         out[column] = out[column].astype("object").where(out[column].notna(), None)
         out[column] = out[column].map(lambda v: v if v is None else str(v))
+    for column in schema.text:  # a missing text is an empty one
+        out[column] = out[column].map(lambda v: "" if v is None or v != v else str(v))
     return out
 
 
@@ -378,14 +433,19 @@ def load_dataset(
     test_size: float = 0.2,
     val_size: float = 0.2,
     seed: int = 0,
+    text_columns: list[str] | None = None,
 ) -> Dataset:
     """Read, check and split the data; every problem is a UserInputError with a clear line."""
     from sklearn.model_selection import train_test_split
 
     if not 0 < test_size < 1:
         raise UserInputError(f"--test-size must be between 0 and 1 (exclusive); got {test_size}")
-    features, y = split_target(read_table(data), target, data)
-    schema = infer_schema(features, data)
+    frame = read_table(data)
+    image_shape = frame.attrs.get(IMAGE_SHAPE_ATTR)
+    features, y = split_target(frame, target, data)
+    schema = infer_schema(features, data, text_columns)
+    if image_shape is not None and len(schema.numeric) == features.shape[1]:
+        schema.image_shape = list(image_shape)
     tgt = make_target(y, task, data, target)
     x_all = coerce_features(features, schema, data)
     if test_data is None and len(x_all) < MIN_ROWS:

@@ -4,6 +4,8 @@
   message and exits with code 2, before anything is written.
 - `TrialFailed`: one trial could not produce a usable model (exception, NaN, broken
   predictions). The loop records it as failed, with the message, and goes on.
+- `TrialPruned`: a pruner judged a trial's per-epoch validation scores hopeless; recorded as
+  pruned, not failed.
 - `IntegrityError`: an artifact on disk does not match the manifest; nothing is loaded.
 """
 
@@ -14,6 +16,14 @@ class UserInputError(Exception):
 
 class TrialFailed(Exception):
     """One trial failed; the search records it and continues."""
+
+
+class TrialPruned(Exception):
+    """A pruner stopped a trial after epoch `step`: its validation curve was not promising."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"pruned after epoch {step}")
+        self.step = step
 
 
 class IntegrityError(UserInputError):

@@ -67,7 +67,7 @@ def test_a_recipe_name_cannot_escape_the_run_directory(tmp_path: Path) -> None:
 def test_keras_models_load_in_safe_mode(tmp_path: Path) -> None:
     """A .keras file with a Lambda layer (arbitrary code) is refused, even with a valid manifest."""
     from automl.io import write_json_atomic, write_manifest
-    from automl.models.keras_mlp import META_FILE, MODEL_FILE, import_keras, load_mlp
+    from automl.models.keras_base import META_FILE, MODEL_FILE, import_keras, load_network
 
     keras = import_keras(1)
     inputs = keras.Input(shape=(3,))
@@ -86,4 +86,4 @@ def test_keras_models_load_in_safe_mode(tmp_path: Path) -> None:
     )
     write_manifest(tmp_path, [MODEL_FILE, META_FILE])
     with pytest.raises(ValueError, match="safe_mode"):
-        load_mlp(tmp_path)
+        load_network(tmp_path)

@@ -63,7 +63,7 @@ def export_if_keras(run: RunDir, summary: dict[str, Any], directory: Path) -> di
 
 def build_keras_ensemble(members: list[tuple[Path, float]]) -> Any:
     """One functional model averaging saved Keras members (model folders) with fixed weights."""
-    from automl.models.keras_mlp import META_FILE, MODEL_FILE, import_keras
+    from automl.models.keras_base import META_FILE, MODEL_FILE, import_keras
 
     keras = import_keras(1)
     inputs = None

@@ -24,6 +24,9 @@ class BuildContext:
     seed: int = 0
     threads: int = 1
     log_dir: Path | None = None  # where a network writes TensorBoard logs, if anywhere
+    work_dir: Path | None = None  # where a network keeps its checkpoint and live history.csv
+    # Which columns of the encoded matrix hold what (`automl.preprocess.layout`).
+    layout: dict[str, Any] | None = None
     on_epoch: Callable[[int, np.ndarray], None] | None = None  # per-epoch validation predictions
 
 
@@ -52,16 +55,23 @@ class Model(Protocol):
 class Family:
     name: str
     params: frozenset[str]
-    encoding: str  # "onehot" (scaled numbers, one-hot categories) or "ordinal" (trees)
+    encoding: str  # an `automl.preprocess` encoding: "onehot", "ordinal", "image" or "text"
     build: Callable[[dict[str, Any], BuildContext], Model]
     load: Callable[[Path], Model]
     uses_keras: bool = False
+    needs: str | None = None  # "image" or "text": the data the family cannot work without
 
 
 def _families() -> dict[str, Family]:
-    from automl.models import keras_mlp, sklearn_models
+    from automl.models import cnn, keras_mlp, sklearn_models, text_net, wide_deep
 
-    families = [*sklearn_models.FAMILIES, *keras_mlp.FAMILIES]
+    families = [
+        *sklearn_models.FAMILIES,
+        *keras_mlp.FAMILIES,
+        *wide_deep.FAMILIES,
+        *cnn.FAMILIES,
+        *text_net.FAMILIES,
+    ]
     return {family.name: family for family in families}
 
 

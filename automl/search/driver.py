@@ -64,6 +64,7 @@ class SearchSettings:
     say: Callable[[str], None]
     started: float
     live: Progress | None = None
+    pruner: str = "median"
 
 
 class StudyDriver:
@@ -217,7 +218,7 @@ class StudyDriver:
             trial.report(value, step)
         self.study.tell(trial, state=TrialState.PRUNED)
         self._done(trial)
-        self.say(f"{self.label(trial, flat)} pruned after epoch {step} by the scheduler")
+        self.say(f"{self.label(trial, flat)} pruned after epoch {step}")
 
     def interrupted(self, trial: Any, flat: dict[str, Any]) -> None:
         """The search was stopped during this trial: it will run again on resume."""

@@ -32,7 +32,7 @@ from automl.io import (
 )
 from automl.metrics import EXTRA_METRICS, METRICS, Metric
 from automl.models import FAMILIES, BuildContext, Family
-from automl.preprocess import fit_encoder, transform
+from automl.preprocess import fit_encoder, layout, transform
 from automl.run import RunDir
 from automl.space import SearchSpace
 from automl.tensorboard import TENSORBOARD_DIR, write_hparams
@@ -151,7 +151,9 @@ def _fit_once(
     """Fit on the fit rows (validation rows for early stopping); predict validation and test."""
     _, x_fit, x_val, x_test = encoded
     data = ctx.dataset
-    model = family.build(params, replace(build_ctx, log_dir=trial_dir / TENSORBOARD_DIR))
+    model = family.build(
+        params, replace(build_ctx, log_dir=trial_dir / TENSORBOARD_DIR, work_dir=trial_dir)
+    )
     start = time.perf_counter()
     model.fit(x_fit, data.y_fit, x_val, data.y_val, deadline=ctx.deadline)
     fit_seconds = time.perf_counter() - start
@@ -181,7 +183,9 @@ def _cross_fit(
     for k, (train_rows, held_rows) in enumerate(ctx.folds()):
         fold_dir = trial_dir / fold_name(k)
         fold_dir.mkdir()
-        model = family.build(params, replace(build_ctx, log_dir=fold_dir / TENSORBOARD_DIR))
+        model = family.build(
+            params, replace(build_ctx, log_dir=fold_dir / TENSORBOARD_DIR, work_dir=fold_dir)
+        )
         start = time.perf_counter()
         model.fit(
             x_train[train_rows],
@@ -223,6 +227,7 @@ def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResul
         seed=ctx.seed,
         threads=ctx.threads,
         on_epoch=None if ctx.cv else ctx.on_epoch,
+        layout=layout(encoded[0]),
     )
     fit = _cross_fit if ctx.cv else _fit_once
     fitted = fit(family, config.params, build_ctx, ctx, encoded, trial_dir)

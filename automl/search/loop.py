@@ -22,9 +22,10 @@ from typing import Any
 
 from automl.data import data_fingerprint, load_dataset
 from automl.ensemble.build import save_targets
-from automl.errors import UserInputError
+from automl.errors import TrialPruned, UserInputError
 from automl.io import write_json_atomic
 from automl.metrics import get_metric
+from automl.models import FAMILIES
 from automl.run import STUDY_NAME, RunDir, RunLock, mask_url
 from automl.search.driver import SearchSettings, StudyDriver, error_line
 from automl.search.evaluate import TrialContext, evaluate
@@ -132,7 +133,21 @@ def make_sampler(sampler: str, backend: str, seed: int) -> Any:
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def _open_study(storage: str, direction: str, sampler: Any) -> Any:
+PRUNERS = ("median", "hyperband", "none")
+
+
+def make_pruner(pruner: str) -> Any:
+    """Optuna's pruner for per-epoch reports of the local executor's networks."""
+    import optuna
+
+    if pruner == "median":  # worse than the median of earlier trials at the same epoch
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2)
+    if pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def _open_study(storage: str, direction: str, sampler: Any, pruner: str = "none") -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -142,6 +157,7 @@ def _open_study(storage: str, direction: str, sampler: Any) -> Any:
             study_name=STUDY_NAME,
             direction=direction,
             sampler=sampler,
+            pruner=make_pruner(pruner),
             load_if_exists=True,
         )
     except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL or an unreachable server
@@ -196,6 +212,8 @@ def run_search(
     gpus_per_trial: float = 0.0,
     ray_address: str | None = None,
     scheduler: str = "fifo",
+    pruner: str = "median",
+    text_columns: list[str] | None = None,
     progress: Callable[[str], None] | None = None,
     argv: Sequence[str] | None = None,
 ) -> SearchSummary:
@@ -204,6 +222,8 @@ def run_search(
     live = Progress() if progress is None else None
     say = progress or live.say  # type: ignore[union-attr]
     _check_args(sampler, backend, trials, time_budget, trial_timeout, cv)
+    if pruner not in PRUNERS:
+        raise UserInputError(f"--pruner must be one of {', '.join(PRUNERS)}; got {pruner!r}")
     _check_executor(executor, workers, cpus_per_trial, gpus_per_trial, ray_address, scheduler,
                     trial_timeout)  # fmt: skip
     if trials is None and time_budget is None:
@@ -213,8 +233,15 @@ def run_search(
     space_files = [str(Path(s)) for s in (spaces or [DEFAULT_SPACE])]
     space = SearchSpace.from_files(space_files)
     dataset = load_dataset(
-        data, target, task=task, test_data=test_data, test_size=test_size, seed=seed
+        data,
+        target,
+        task=task,
+        test_data=test_data,
+        test_size=test_size,
+        seed=seed,
+        text_columns=text_columns,
     )
+    check_families_fit_data(space, dataset.schema, data)
     chosen_metric = get_metric(metric, dataset.task)
     storage_url = storage or run.default_storage()
 
@@ -254,7 +281,7 @@ def run_search(
     try:
         with RunLock(run):
             study = _open_study(
-                storage_url, chosen_metric.direction, make_sampler(sampler, backend, seed)
+                storage_url, chosen_metric.direction, make_sampler(sampler, backend, seed), pruner
             )
             ctx = TrialContext(
                 dataset=dataset,
@@ -286,6 +313,7 @@ def run_search(
             settings = SearchSettings(
                 run=run, space=space, ctx=ctx, study=study, sampler=sampler, backend=backend,
                 trials=trials, time_budget=time_budget, say=say, started=started, live=live,
+                pruner=pruner,
             )  # fmt: skip
             if executor == "ray":
                 from automl.search.ray_executor import run_on_ray
@@ -336,8 +364,10 @@ def _run_facts(
 def _loop(settings: SearchSettings, trial_timeout: float | None) -> SearchSummary:
     """The local executor: one trial at a time in this process (or a child, with a timeout)."""
     driver, ctx = StudyDriver(settings), settings.ctx
+    prune = settings.pruner != "none" and trial_timeout is None and not ctx.cv
     while (reason := driver.stop_reason()) is None:
         trial, flat = driver.ask()
+        ctx.on_epoch = pruning_reporter(trial, ctx) if prune else None
         try:
             if trial_timeout is not None:
                 result = evaluate_isolated(trial.number, flat, ctx, trial_timeout)
@@ -346,11 +376,38 @@ def _loop(settings: SearchSettings, trial_timeout: float | None) -> SearchSummar
         except KeyboardInterrupt:
             driver.interrupted(trial, flat)
             raise
+        except TrialPruned as exc:
+            driver.pruned_at(trial, flat, exc.step, None)
         except Exception as exc:  # any failure inside a trial is that trial's, not the search's
             driver.failed_with(trial, flat, error_line(exc))
         else:
             driver.succeeded(trial, flat, result)
     return summarize(settings.run, driver, reason, settings.started)
+
+
+def pruning_reporter(trial: Any, ctx: TrialContext) -> Callable[[int, Any], None]:
+    """Reports a network's validation score after each epoch to the study's pruner, and stops
+    the trial (`TrialPruned`) when the pruner says so."""
+
+    def report(epoch: int, val_pred: Any) -> None:
+        trial.report(ctx.metric(ctx.y_val, val_pred), epoch)
+        if trial.should_prune():
+            raise TrialPruned(epoch)
+
+    return report
+
+
+def check_families_fit_data(space: SearchSpace, schema: Any, data: str) -> None:
+    """A family that needs images or text is refused up front on data without them."""
+    has = {"image": bool(schema.image_shape), "text": bool(schema.text)}
+    what = {
+        "image": "image data (an .npz with x of shape (N, H, W) or (N, H, W, C))",
+        "text": "text columns (detected, or named with --text-columns)",
+    }
+    for name in space.family_names:
+        needs = FAMILIES[name].needs
+        if needs and not has[needs]:
+            raise UserInputError(f"{data}: family {name!r} needs {what[needs]}; found none")
 
 
 def summarize(

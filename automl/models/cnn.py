@@ -1,0 +1,81 @@
+"""The convolutional family for images: a stem, stages of searched blocks, a dense head.
+
+The encoded pixels (flat, scaled to [0, 1]) are reshaped to (H, W, C) inside the model, so the
+saved model takes the same matrix every other family takes. Each stage after the first halves
+the resolution (max pooling) and widens by `widen`; its blocks are `block` (plain, residual,
+inception or separable; `automl.models.blocks`). Batch normalization follows every
+convolution when `batch_norm` is on; global average pooling and dropout lead to the head.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from automl.models import Family
+from automl.models.blocks import CONV_BLOCKS, conv_bn, dense_block
+from automl.models.keras_base import (
+    MAIN_OUTPUT,
+    TRAINING_PARAMS,
+    KerasNetwork,
+    load_network,
+    output_head,
+)
+
+CNN_PARAMS = TRAINING_PARAMS | {
+    "block",
+    "stem_filters",
+    "n_stages",
+    "blocks_per_stage",
+    "widen",
+    "batch_norm",
+    "dropout",
+    "dense_units",
+}
+
+
+class ConvNet(KerasNetwork):
+    family = "cnn"
+
+    def graph(self, keras: Any, x: np.ndarray) -> tuple[Any, dict[str, Any], dict[str, float]]:
+        from keras import layers
+
+        p = self.params
+        shape = self.layout.get("image_shape")
+        if not shape:
+            raise ValueError("the cnn family needs image data: an .npz with x of shape (N,H,W)")
+        bn = bool(p.get("batch_norm", True))
+        block = CONV_BLOCKS[p.get("block", "residual")]
+        inputs = keras.Input(shape=(x.shape[1],), name="pixels")
+        h = layers.Reshape(tuple(shape), name="image")(inputs)
+        filters = int(p.get("stem_filters", 32))
+        h = conv_bn(h, filters, 3, name="stem", batch_norm=bn)
+        for stage in range(int(p.get("n_stages", 2))):
+            if stage > 0:
+                h = layers.MaxPooling2D(2, name=f"stage{stage}_downsample")(h)
+                filters = int(round(filters * float(p.get("widen", 2.0))))
+            for b in range(int(p.get("blocks_per_stage", 1))):
+                h = block(h, filters, name=f"stage{stage}_block{b}", batch_norm=bn)
+        h = layers.GlobalAveragePooling2D(name="global_pool")(h)
+        dropout = float(p.get("dropout", 0.0))
+        if dropout > 0:
+            h = layers.Dropout(dropout, name="head_dropout")(h)
+        units = int(p.get("dense_units", 0))
+        if units > 0:
+            h = dense_block(h, units, dropout=dropout, name="head")
+        outputs, loss = output_head(h, self.task, self.n_classes)
+        return keras.Model(inputs, outputs, name="cnn"), {MAIN_OUTPUT: loss}, {}
+
+
+FAMILIES = [
+    Family(
+        "cnn",
+        CNN_PARAMS,
+        "image",
+        lambda params, ctx: ConvNet(params, ctx),
+        load_network,
+        uses_keras=True,
+        needs="image",
+    ),
+]

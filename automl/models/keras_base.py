@@ -1,0 +1,340 @@
+"""What every Keras family shares: training with callbacks, prediction, saving and loading.
+
+A family subclasses `KerasNetwork` and says two things: how its functional graph is built
+(`graph`) and how the encoded matrix is split into the graph's inputs (`split`). Training is
+the same for all of them:
+- callbacks: EarlyStopping (restores the best epoch), ModelCheckpoint (best weights only),
+  ReduceLROnPlateau, TerminateOnNaN, CSVLogger (`history.csv`, written live), TensorBoard, a
+  wall-clock deadline, and a per-epoch report of validation predictions so a pruner or
+  scheduler can stop a poor trial early;
+- fidelities: `epochs`, and `subsample`, the share of the fit rows a trial trains on;
+- memory: each fit clears the Keras session, so hundreds of trials in one process stay flat.
+
+TensorFlow is imported lazily (it costs ~7 s), with its thread pools sized to the trial's CPU
+allotment. Models are saved as `.keras` with only the main output and load with
+`safe_mode=True`; a diagram is saved where Graphviz is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from automl.errors import TrialFailed
+from automl.io import read_json, verify, write_json_atomic, write_text_atomic
+from automl.models import BuildContext
+
+MODEL_FILE = "model.keras"
+META_FILE = "keras_meta.json"
+HISTORY_FILE = "history.csv"
+CHECKPOINT_FILE = "checkpoint.weights.h5"
+DIAGRAM_FILE = "model.png"
+PREDICT_BATCH = 2048
+MAIN_OUTPUT = "output"
+AUX_OUTPUT = "aux"
+# Parameters every network understands (training, not architecture).
+TRAINING_PARAMS = frozenset(
+    {
+        "optimizer",
+        "learning_rate",
+        "momentum",
+        "batch_size",
+        "epochs",
+        "patience",
+        "subsample",
+    }
+)
+
+
+def import_keras(threads: int = 1) -> Any:
+    """Import Keras on TensorFlow quietly, with TensorFlow's thread pools set to `threads`."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    import keras
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")  # retracing notices for each new trial's model are noise
+    try:  # only possible before TensorFlow's runtime starts; later calls keep the first value
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass
+    return keras
+
+
+def output_head(x: Any, task: str, n_classes: int, name: str = MAIN_OUTPUT) -> tuple[Any, str]:
+    """The output layer and the loss that fits the task."""
+    from keras import layers
+
+    if task == "binary":
+        return layers.Dense(1, activation="sigmoid", name=name)(x), "binary_crossentropy"
+    if task == "multiclass":
+        out = layers.Dense(n_classes, activation="softmax", name=name)(x)
+        return out, "sparse_categorical_crossentropy"
+    return layers.Dense(1, name=name)(x), "mse"
+
+
+def make_optimizer(params: dict[str, Any]) -> Any:
+    import keras
+
+    name = params.get("optimizer", "adam")
+    lr = float(params.get("learning_rate", 1e-3))
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate=lr, momentum=float(params.get("momentum", 0.9)))
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate=lr)
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate=lr)
+    return keras.optimizers.Adam(learning_rate=lr)
+
+
+class KerasNetwork:
+    """A Keras functional network with our fit/predict/save contract. Subclasses build it."""
+
+    family: ClassVar[str] = ""
+
+    def __init__(self, params: dict[str, Any], ctx: BuildContext) -> None:
+        self.params = dict(params)
+        self.task = ctx.task
+        self.n_classes = ctx.n_classes
+        self.seed = ctx.seed
+        self.threads = ctx.threads
+        self.log_dir = ctx.log_dir
+        self.work_dir = ctx.work_dir
+        self.on_epoch = ctx.on_epoch
+        self.layout: dict[str, Any] = dict(ctx.layout or {})
+        self.y_mean = 0.0
+        self.y_std = 1.0
+        self.model: Any = None  # the main output only: what predicts and is saved
+        self.trained: Any = None  # with auxiliary outputs, if any: what was trained
+        self.history: dict[str, list[float]] = {}
+
+    # -- what a family defines ------------------------------------------------------------
+
+    def graph(self, keras: Any, x: np.ndarray) -> tuple[Any, dict[str, Any], dict[str, float]]:
+        """(model, losses by output name, loss weights by output name); the main output is
+        named `output`. `x` is the training matrix, for layers that learn from data (adapt)."""
+        raise NotImplementedError
+
+    def split(self, x: np.ndarray) -> Any:
+        """The encoded matrix as the graph's input(s)."""
+        return np.asarray(x, np.float32)
+
+    # -- shared -----------------------------------------------------------------------------
+
+    def build(self, x: np.ndarray) -> Any:
+        """The compiled training model (also used by the tests to check each graph)."""
+        keras = import_keras(self.threads)
+        model, losses, weights = self.graph(keras, x)
+        model.compile(
+            optimizer=make_optimizer(self.params), loss=losses, loss_weights=weights or None
+        )
+        self.trained = model
+        self.model = (
+            model
+            if len(model.outputs) == 1
+            else keras.Model(model.inputs, model.get_layer(MAIN_OUTPUT).output, name=model.name)
+        )
+        return model
+
+    def _targets(self, y: np.ndarray) -> Any:
+        names = list(self.trained.output_names)
+        return y if len(names) == 1 else {name: y for name in names}
+
+    def _monitor(self) -> str:
+        return "val_loss" if len(self.trained.outputs) == 1 else f"val_{MAIN_OUTPUT}_loss"
+
+    def _subsample(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        share = float(self.params.get("subsample", 1.0))
+        if share >= 1.0:
+            return x, y
+        rng = np.random.default_rng(self.seed)
+        n = max(self.n_classes * 2, int(round(len(y) * share)), 8)
+        rows = np.sort(rng.permutation(len(y))[: min(n, len(y))])
+        return x[rows], y[rows]
+
+    def fit(self, x, y, x_val, y_val, deadline=None):  # noqa: ANN001, ANN201
+        keras = import_keras(self.threads)
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(self.seed)
+        x, y = self._subsample(x, np.asarray(y))
+        y, y_val = self._encode_y(y, fit=True), self._encode_y(np.asarray(y_val))
+        self.build(x)
+        monitor = self._monitor()
+        patience = int(self.params.get("patience", 10))
+        callbacks = [
+            keras.callbacks.EarlyStopping(
+                monitor=monitor, mode="min", patience=patience, restore_best_weights=True
+            ),
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor, mode="min", factor=0.5, patience=max(1, patience // 2), min_lr=1e-6
+            ),
+            keras.callbacks.TerminateOnNaN(),
+        ]
+        checkpoint = None
+        if self.work_dir is not None:  # best weights on disk, and a live log of the epochs
+            checkpoint = Path(self.work_dir) / CHECKPOINT_FILE
+            callbacks.append(
+                keras.callbacks.ModelCheckpoint(
+                    str(checkpoint),
+                    monitor=monitor,
+                    mode="min",
+                    save_best_only=True,
+                    save_weights_only=True,
+                )
+            )
+            callbacks.append(keras.callbacks.CSVLogger(str(Path(self.work_dir) / HISTORY_FILE)))
+        if deadline is not None:
+            callbacks.append(_deadline_callback(deadline))
+        if self.on_epoch is not None:  # lets a pruner or scheduler stop a poor trial early
+            callbacks.append(_epoch_reporter(self, x_val, self.on_epoch))
+        if self.log_dir is not None:  # per-epoch curves for `tensorboard --logdir RUN_DIR`
+            callbacks.append(
+                keras.callbacks.TensorBoard(
+                    log_dir=str(self.log_dir), write_graph=False, profile_batch=0
+                )
+            )
+        result = self.trained.fit(
+            self.split(x),
+            self._targets(y),
+            validation_data=(self.split(x_val), self._targets(y_val)),
+            epochs=int(self.params.get("epochs", 100)),
+            batch_size=int(self.params.get("batch_size", 64)),
+            callbacks=callbacks,
+            verbose=0,
+        )
+        self.history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
+        losses = self.history.get("loss", [])
+        if not losses or not np.isfinite(losses[-1]):
+            raise TrialFailed("Keras training loss became NaN or infinite")
+        if checkpoint is not None and checkpoint.exists():  # the best epoch, whatever stopped it
+            self.trained.load_weights(str(checkpoint))
+            checkpoint.unlink()
+        return self
+
+    def _encode_y(self, y: np.ndarray, fit: bool = False) -> np.ndarray:
+        if self.task != "regression":
+            return y.astype(np.int64)
+        if fit:  # a standardized target trains far better than raw prices
+            self.y_mean, self.y_std = float(y.mean()), float(y.std() or 1.0)
+        return ((y - self.y_mean) / self.y_std).astype(np.float32)
+
+    def predict(self, x: np.ndarray, quick: bool = False) -> np.ndarray:
+        """Probabilities or values. `quick` (per-epoch reports) skips `Model.predict`'s set-up
+        cost, which on small validation sets doubles the time of an epoch."""
+        if quick:
+            inputs = self.split(x)
+            n = len(x)
+            chunks = [
+                np.asarray(self.model.predict_on_batch(_rows(inputs, i, i + PREDICT_BATCH)))
+                for i in range(0, n, PREDICT_BATCH)
+            ]
+            out = np.concatenate(chunks).astype(float)
+        else:
+            out = np.asarray(self.model.predict(self.split(x), batch_size=PREDICT_BATCH, verbose=0))
+            out = out.astype(float)
+        if self.task == "binary":
+            p1 = out[:, 0]
+            return np.column_stack([1.0 - p1, p1])
+        if self.task == "multiclass":
+            return out
+        return out[:, 0] * self.y_std + self.y_mean
+
+    def count_params(self) -> int:
+        return int(self.model.count_params())
+
+    def save(self, directory: Path) -> list[str]:
+        directory = Path(directory)
+        tmp = directory / f".tmp-{os.getpid()}-{MODEL_FILE}"
+        self.model.save(tmp)
+        os.replace(tmp, directory / MODEL_FILE)
+        write_json_atomic(
+            directory / META_FILE,
+            {
+                "family": self.family,
+                "params": self.params,
+                "task": self.task,
+                "n_classes": self.n_classes,
+                "layout": self.layout,
+                "y_mean": self.y_mean,
+                "y_std": self.y_std,
+                "seed": self.seed,
+            },
+        )
+        _write_history(directory / HISTORY_FILE, self.history)
+        names = [MODEL_FILE, META_FILE, HISTORY_FILE]
+        if _plot(self.trained, directory / DIAGRAM_FILE):
+            names.append(DIAGRAM_FILE)
+        return names
+
+
+def _rows(inputs: Any, start: int, stop: int) -> Any:
+    if isinstance(inputs, dict):
+        return {name: value[start:stop] for name, value in inputs.items()}
+    return inputs[start:stop]
+
+
+def _plot(model: Any, path: Path) -> bool:
+    """Save the model's diagram where pydot and Graphviz are installed; skip quietly otherwise."""
+    try:
+        import pydot  # noqa: F401
+        from keras.utils import plot_model
+
+        plot_model(model, to_file=str(path), show_shapes=True, show_layer_names=True, dpi=72)
+    except Exception:  # noqa: BLE001 - no Graphviz is the common case, and never a failure
+        return False
+    return path.exists()
+
+
+def _deadline_callback(deadline: float) -> Any:
+    """A callback that stops training at the search's wall-clock deadline (best weights kept)."""
+    import keras
+
+    class Deadline(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if time.time() >= deadline:
+                self.model.stop_training = True
+
+    return Deadline()
+
+
+def _epoch_reporter(network: KerasNetwork, x_val: np.ndarray, report: Any) -> Any:
+    """A callback handing the validation predictions of each epoch to `report`."""
+    import keras
+
+    class EpochReport(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            report(epoch + 1, network.predict(x_val, quick=True))
+
+    return EpochReport()
+
+
+def _write_history(path: Path, history: dict[str, list[float]]) -> None:
+    keys = sorted(history)
+    rows = ["epoch," + ",".join(keys)]
+    n = max((len(v) for v in history.values()), default=0)
+    for i in range(n):
+        rows.append(f"{i}," + ",".join(repr(history[k][i]) for k in keys))
+    write_text_atomic(path, "\n".join(rows) + "\n")
+
+
+def load_network(directory: Path) -> KerasNetwork:
+    """Load a saved network with Keras' safe mode on, after checking the manifest."""
+    from automl.models import FAMILIES
+
+    directory = Path(directory)
+    meta = read_json(verify(directory, META_FILE))
+    keras = import_keras(1)
+    ctx = BuildContext(
+        task=meta["task"], n_classes=meta["n_classes"], seed=meta["seed"], layout=meta.get("layout")
+    )
+    network = FAMILIES[meta.get("family", "mlp")].build(meta["params"], ctx)
+    network.y_mean, network.y_std = meta["y_mean"], meta["y_std"]
+    network.model = keras.saving.load_model(verify(directory, MODEL_FILE), safe_mode=True)
+    return network
