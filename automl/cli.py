@@ -28,8 +28,14 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--target", help="target column (default 'target' for builtin: data)")
     search.add_argument("--out", required=True, help="run directory to create or resume")
     search.add_argument("--space", action="append", help="search-space YAML (repeatable)")
-    search.add_argument("--sampler", default="tpe", help="tpe or random (default tpe)")
-    search.add_argument("--backend", default="optuna", help="optuna or hyperopt (default optuna)")
+    search.add_argument(
+        "--sampler",
+        help="tpe or random (optuna, hyperopt; default tpe); random, bayesian or hyperband "
+        "(keras-tuner; default bayesian)",
+    )
+    search.add_argument(
+        "--backend", default="optuna", help="optuna, hyperopt or keras-tuner (default optuna)"
+    )
     search.add_argument("--trials", type=int, help="number of finished trials to reach")
     search.add_argument("--time-budget", type=float, help="seconds of search, across resumes")
     search.add_argument("--seed", type=int, default=0)

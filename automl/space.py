@@ -37,6 +37,9 @@ import yaml
 from automl.errors import UserInputError
 
 FAMILY_KEY = "family"
+# A flat configuration may carry an epoch budget set by the searcher (keras-tuner's Hyperband
+# rungs); it overrides a network's `epochs` and means nothing to other families.
+EPOCHS_KEY = "budget.epochs"
 PARAM_KEYS = {
     "int": {"type", "low", "high", "log", "step", "default", "when"},
     "float": {"type", "low", "high", "log", "step", "default", "when"},

@@ -5,6 +5,8 @@
         ../shared/data/wine_quality.csv.gz:quality:regression
     python scripts/benchmark.py --ensemble-timing   # fit seconds, 50 members x 10,000 rows
     python scripts/benchmark.py --executors --budget 120   # overhead per trial; Ray scaling
+    python scripts/benchmark.py --images ../shared/data/fashion_mnist_train.npz --minutes 10 30
+    python scripts/benchmark.py --text ../shared/data/sms_spam.csv.gz:label --text-budget 300
 
 Each dataset is split once, 80/20 (stratified for classes, seed 0). Every system sees only the
 train part; the test part scores them all. Systems: ours with ensemble (what `automl predict`
@@ -30,6 +32,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 from automl.data import make_target, read_table, split_target  # noqa: E402
 from automl.metrics import EXTRA_METRICS, get_metric  # noqa: E402
@@ -449,6 +452,12 @@ def main() -> int:
         help="executor overhead (50 trivial trials) and Ray scaling with 1 vs 2 workers instead",
     )
     parser.add_argument(
+        "--images", help="Fashion-MNIST-like .npz: test accuracy after --minutes (images part)"
+    )
+    parser.add_argument("--minutes", type=float, nargs="+", default=[10.0, 30.0])
+    parser.add_argument("--text", help="PATH:TARGET of a text CSV such as sms_spam (text part)")
+    parser.add_argument("--text-budget", type=float, default=300.0)
+    parser.add_argument(
         "--budget", type=float, default=300.0, help="seconds per system and dataset"
     )
     parser.add_argument("--threads", type=int, default=2)
@@ -471,6 +480,19 @@ def main() -> int:
         out = Path(args.out) / "executors.md"
         out.write_text("\n".join(lines) + "\n")
         print(out.read_text())
+        return 0
+    if args.images or args.text:
+        from bench_media import images, text
+
+        with tempfile.TemporaryDirectory(prefix="automl-media-") as workdir:
+            if args.images:
+                out = Path(args.out) / "fashion_mnist.md"
+                out.write_text(images(args.images, args.minutes, args.threads, Path(workdir)))
+                print(out.read_text(), flush=True)
+            if args.text:
+                out = Path(args.out) / "sms_spam.md"
+                out.write_text(text(args.text, args.text_budget, args.threads, Path(workdir)))
+                print(out.read_text(), flush=True)
         return 0
     if not args.datasets:
         parser.error("give at least one PATH:TARGET[:TASK], --ensemble-timing or --executors")

@@ -194,7 +194,7 @@ BAD_INPUT = [
     (
         "unknown sampler",
         lambda p: ["--data", "builtin:iris", "--sampler", "grid"],
-        r"--sampler must be one of tpe, random; got 'grid'",
+        r"--sampler must be one of tpe, random with --backend optuna; got 'grid'",
     ),
     (
         "unknown backend",
@@ -343,6 +343,36 @@ MORE_BAD_INPUT = [
         "one fold",
         lambda p: ["--data", "builtin:iris", "--cv", "1"],
         r"--cv must be a whole number of folds from 2 to 20; got 1",
+    ),
+    (
+        "images of five dimensions",
+        lambda p: [
+            "--data",
+            _npz(p, x=np.zeros((30, 2, 2, 2, 2)), y=np.arange(30) % 2),
+            "--target",
+            "y",
+        ],
+        r"d\.npz: expected images x of shape \(N, H, W\) or \(N, H, W, C\); got \(30, 2, 2, 2, 2\)",
+    ),
+    (
+        "cnn on tabular data",
+        lambda p: ["--data", "builtin:iris", "--space", SPACES / "cnn.yaml"],
+        r"builtin:iris: family 'cnn' needs image data \(an \.npz with x of shape \(N, H, W\)",
+    ),
+    (
+        "text network without text",
+        lambda p: ["--data", "builtin:iris", "--space", SPACES / "text_net.yaml"],
+        r"builtin:iris: family 'text_net' needs text columns \(detected, or named with",
+    ),
+    (
+        "unknown text column",
+        lambda p: ["--data", "builtin:iris", "--text-columns", "notes,petal length (cm)"],
+        r"--text-columns: builtin:iris has no column\(s\) 'notes'",
+    ),
+    (
+        "unknown pruner",
+        lambda p: ["--data", "builtin:iris", "--pruner", "sometimes"],
+        r"--pruner must be one of median, hyperband, none; got 'sometimes'",
     ),
     (
         "non-positive trial timeout",

@@ -90,3 +90,38 @@ def test_nan_predictions_fail_the_trial_not_the_search(
     assert all(r.family == "nan_model" for r in failed)
     assert failed[0].error == "TrialFailed: predictions contain NaN or infinite values"
     assert all(r.status == "complete" for r in records if r.family == "linear")
+
+
+@pytest.mark.parametrize(
+    ("shape", "image_shape"), [((40, 6, 5), [6, 5, 1]), ((40, 6, 5, 3), [6, 5, 3])]
+)
+def test_npz_images_keep_their_shape(tmp_path: Path, shape: tuple, image_shape: list) -> None:
+    path = tmp_path / "images.npz"
+    np.savez(path, x=np.random.default_rng(0).integers(0, 255, shape), y=np.arange(40) % 2)
+    data = load_dataset(str(path), "y")
+    assert data.schema.image_shape == image_shape
+    assert len(data.schema.numeric) == int(np.prod(shape[1:]))  # pixels, row-major
+
+
+def test_text_columns_are_detected_and_can_be_named(tmp_path: Path, credit_csv: Path) -> None:
+    from tests.conftest import shared
+
+    sms = load_dataset(str(shared("sms_spam.csv.gz")), "label")
+    assert sms.schema.text == ["text"] and sms.schema.categorical == []
+    credit = load_dataset(str(credit_csv), "class")  # short category values stay categories
+    assert credit.schema.text == [] and "purpose" in credit.schema.categorical
+    named = load_dataset(str(credit_csv), "class", text_columns=["purpose"])
+    assert named.schema.text == ["purpose"] and "purpose" not in named.schema.categorical
+
+
+def test_trees_see_text_as_tf_idf_and_networks_as_raw_strings() -> None:
+    from automl.preprocess import fit_encoder, layout, transform
+    from tests.conftest import shared
+
+    sms = load_dataset(str(shared("sms_spam.csv.gz")), "label")
+    ordinal = fit_encoder("ordinal", sms.schema, sms.x_fit)
+    x = transform(ordinal, sms.x_val)
+    start, stop = layout(ordinal)["text"]
+    assert x.dtype == np.float64 and stop - start > 500  # TF-IDF terms
+    raw = transform(fit_encoder("text", sms.schema, sms.x_fit), sms.x_val)
+    assert raw.shape == (len(sms.x_val), 1) and raw[0, 0] == sms.x_val["text"].iloc[0]

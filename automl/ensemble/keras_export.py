@@ -7,8 +7,8 @@ the outputs are added. No Lambda and no custom layer, so the file loads with
 saved `encoder.joblib` beside the model turns a data frame into them. The output matches the
 Python ensemble: class probabilities (n, n_classes), or values (n, 1) for regression.
 
-Only a fixed weighted average of Keras members that share one encoder can be exported this way;
-otherwise the summary says why it was skipped.
+Only a fixed weighted average of Keras members that share one encoder and one numeric input
+can be exported this way; otherwise the summary says why it was skipped.
 """
 
 from __future__ import annotations
@@ -49,7 +49,10 @@ def export_if_keras(run: RunDir, summary: dict[str, Any], directory: Path) -> di
     for m in members:  # a cross-fitted member's weight is shared among its folds
         dirs = model_dirs(run.trial_dir(m["trial"]))
         weighted.extend((d, m["weight"] / len(dirs)) for d in dirs)
-    model = build_keras_ensemble(weighted)
+    try:
+        model = build_keras_ensemble(weighted)
+    except NotExportable as exc:
+        return _skip(str(exc))
     tmp = directory / f".tmp-{os.getpid()}-{EXPORT_FILE}"
     model.save(tmp)
     os.replace(tmp, directory / EXPORT_FILE)
@@ -59,6 +62,10 @@ def export_if_keras(run: RunDir, summary: dict[str, Any], directory: Path) -> di
         "files": [EXPORT_FILE, ENCODER_COPY],
         "input": f"features encoded by {ENCODER_COPY} (automl.preprocess.transform)",
     }
+
+
+class NotExportable(Exception):
+    """A member that cannot share the ensemble's one numeric input."""
 
 
 def build_keras_ensemble(members: list[tuple[Path, float]]) -> Any:
@@ -73,6 +80,10 @@ def build_keras_ensemble(members: list[tuple[Path, float]]) -> Any:
         meta = read_json(verify(path, META_FILE))
         member = keras.saving.load_model(verify(path, MODEL_FILE), safe_mode=True)
         member.name = f"member_{i}"
+        if len(member.inputs) != 1 or "float" not in str(member.inputs[0].dtype):
+            raise NotExportable(
+                f"member {path.name} takes several or non-numeric inputs (text, feature groups)"
+            )
         if inputs is None:
             inputs = keras.Input(shape=member.inputs[0].shape[1:], name="features")
         share = weight

@@ -15,7 +15,7 @@ from typing import Any
 from automl.run import RunDir
 from automl.search.evaluate import TrialContext, TrialResult
 from automl.search.progress import Progress, status_line
-from automl.space import SearchSpace
+from automl.space import EPOCHS_KEY, SearchSpace
 
 SPENT_ATTR = "spent_seconds"
 
@@ -86,11 +86,22 @@ class StudyDriver:
                 study.enqueue_trial(flat)
         recover_interrupted(study, say)
         self.proposer = None
+        self.oracle = None
         if backend == "hyperopt":
             from automl.search.hyperopt_adapter import HyperoptProposer
 
             self.proposer = HyperoptProposer(
                 space, sampler, ctx.seed, minimize=not ctx.metric.greater_is_better
+            )
+        elif backend == "keras-tuner":
+            from automl.search.keras_tuner_adapter import KerasTunerProposer
+
+            self.oracle = KerasTunerProposer(
+                space,
+                sampler,
+                ctx.seed,
+                minimize=not ctx.metric.greater_is_better,
+                directory=run.path / "keras_tuner",
             )
         self.spent_before = float(study.user_attrs.get(SPENT_ATTR, 0.0))
         self.session_start = started
@@ -164,8 +175,15 @@ class StudyDriver:
                 if not t.user_attrs.get("interrupted")
             ]
             study.enqueue_trial(self.proposer.propose(history))
+        elif self.oracle is not None and not waiting:
+            proposal, attrs = self.oracle.propose()
+            study.enqueue_trial(proposal, user_attrs=attrs)
         trial = study.ask()
         flat = self.space.suggest(trial)
+        from automl.search.keras_tuner_adapter import EPOCHS_ATTR
+
+        if EPOCHS_ATTR in trial.user_attrs:  # the oracle's epoch budget (Hyperband's rungs)
+            flat[EPOCHS_KEY] = trial.user_attrs[EPOCHS_ATTR]
         trial.set_user_attr("family", flat["family"])
         trial.set_user_attr("trial_dir", str(self.run.trial_dir(trial.number)))
         self.running[trial.number] = (f"#{trial.number} {flat['family']}", time.time())
@@ -193,6 +211,7 @@ class StudyDriver:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         self.study.tell(trial, result.val_score)
+        self._tell_oracle(trial, result.val_score)
         best = self.study.best_trial
         self.best = f"{best.value:.4f} (#{best.number} {best.params.get('family')})"
         self._done(trial)
@@ -208,6 +227,7 @@ class StudyDriver:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         self.study.tell(trial, state=TrialState.FAIL)
+        self._tell_oracle(trial, None)
         self._done(trial)
         self.say(f"{self.label(trial, flat)} FAILED: {message}")
 
@@ -217,8 +237,13 @@ class StudyDriver:
         if value is not None:
             trial.report(value, step)
         self.study.tell(trial, state=TrialState.PRUNED)
+        self._tell_oracle(trial, None)
         self._done(trial)
         self.say(f"{self.label(trial, flat)} pruned after epoch {step}")
+
+    def _tell_oracle(self, trial: Any, value: float | None) -> None:
+        if self.oracle is not None:
+            self.oracle.tell(trial.user_attrs, value)
 
     def interrupted(self, trial: Any, flat: dict[str, Any]) -> None:
         """The search was stopped during this trial: it will run again on resume."""

@@ -34,7 +34,7 @@ from automl.metrics import EXTRA_METRICS, METRICS, Metric
 from automl.models import FAMILIES, BuildContext, Family
 from automl.preprocess import fit_encoder, layout, transform
 from automl.run import RunDir
-from automl.space import SearchSpace
+from automl.space import EPOCHS_KEY, SearchSpace
 from automl.tensorboard import TENSORBOARD_DIR, write_hparams
 
 ENCODER_FILE = "encoder.joblib"
@@ -213,6 +213,8 @@ def _cross_fit(
 def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResult:
     config = ctx.space.config(flat)
     family = FAMILIES[config.family]
+    if EPOCHS_KEY in flat and family.uses_keras:  # the searcher's epoch budget for this trial
+        config.params["epochs"] = int(flat[EPOCHS_KEY])
     data = ctx.dataset
     n_classes = len(data.target.classes)
     trial_dir = ctx.run.trial_dir(number)

@@ -33,8 +33,12 @@ from automl.search.isolation import evaluate_isolated
 from automl.search.progress import Progress
 from automl.space import SearchSpace
 
-SAMPLERS = ("tpe", "random")
-BACKENDS = ("optuna", "hyperopt")
+BACKENDS = ("optuna", "hyperopt", "keras-tuner")
+SAMPLERS = {  # by backend
+    "optuna": ("tpe", "random"),
+    "hyperopt": ("tpe", "random"),
+    "keras-tuner": ("random", "bayesian", "hyperband"),
+}
 DEFAULT_SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "tabular.yaml"
 DEFAULT_TRIALS = 50
 
@@ -59,10 +63,13 @@ def _check_args(
 ) -> None:
     if cv is not None and not (isinstance(cv, int) and 2 <= cv <= 20):
         raise UserInputError(f"--cv must be a whole number of folds from 2 to 20; got {cv}")
-    if sampler not in SAMPLERS:
-        raise UserInputError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
     if backend not in BACKENDS:
         raise UserInputError(f"--backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    if sampler not in SAMPLERS[backend]:
+        raise UserInputError(
+            f"--sampler must be one of {', '.join(SAMPLERS[backend])} with --backend {backend}; "
+            f"got {sampler!r}"
+        )
     if trials is not None and trials < 1:
         raise UserInputError(f"--trials must be a positive whole number; got {trials}")
     if time_budget is not None and time_budget <= 0:
@@ -193,7 +200,7 @@ def run_search(
     target: str,
     out: str | Path,
     spaces: Sequence[str | Path] | None = None,
-    sampler: str = "tpe",
+    sampler: str | None = None,
     backend: str = "optuna",
     trials: int | None = None,
     time_budget: float | None = None,
@@ -221,6 +228,8 @@ def run_search(
     started = time.time()
     live = Progress() if progress is None else None
     say = progress or live.say  # type: ignore[union-attr]
+    if sampler is None:  # each backend's model-based searcher
+        sampler = "bayesian" if backend == "keras-tuner" else "tpe"
     _check_args(sampler, backend, trials, time_budget, trial_timeout, cv)
     if pruner not in PRUNERS:
         raise UserInputError(f"--pruner must be one of {', '.join(PRUNERS)}; got {pruner!r}")

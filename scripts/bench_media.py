@@ -1,0 +1,284 @@
+"""The image and text parts of ../shared/BENCHMARK.md, run by `scripts/benchmark.py`.
+
+Images: Fashion-MNIST's train file, the last 10,000 images held out as the test part. One
+search of the full budget on the rest with `search_spaces/images.yaml`; the test accuracy
+"after T minutes" is that of the model the search would have handed over at T: the best
+trial by validation among those finished by then (and, at the end, the ensemble). Beside it,
+in the same script: an MLP (our `mlp` family's defaults) and LightGBM with default parameters
+on the pixels.
+
+Text: sms_spam, split 80/20 (stratified, seed 0). A search with `search_spaces/text.yaml`;
+ROC AUC on test of the best text network, the best single model and the ensemble, beside
+TF-IDF + logistic regression (scikit-learn defaults, word 1-2-grams).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _completed(run_dir: Path) -> pd.DataFrame:
+    """Every completed trial with its validation score, test scores and finish time."""
+    import optuna
+
+    from automl.run import STUDY_NAME
+
+    storage = f"sqlite:///{run_dir / 'study.db'}"
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        extra = t.user_attrs.get("extra_scores", {})
+        rows.append(
+            {
+                "number": t.number,
+                "family": t.params.get("family"),
+                "val_score": t.value,
+                "test_score": t.user_attrs.get("test_score"),
+                **extra,
+                "finished": t.datetime_complete.timestamp(),
+                "params": {k: v for k, v in t.params.items() if k != "family"},
+                "fit_seconds": t.user_attrs.get("fit_seconds"),
+                "n_params": t.user_attrs.get("n_params"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _pick(trials: pd.DataFrame, before: float, greater_is_better: bool) -> pd.Series | None:
+    done = trials[trials.finished <= before]
+    if done.empty:
+        return None
+    order = done.sort_values("val_score", ascending=not greater_is_better)
+    return order.iloc[0]
+
+
+def _search_and_ensemble(
+    train: str, test: str, target: str, space: str, budget: float, out: Path, threads: int
+) -> dict[str, Any]:
+    from automl.ensemble.build import build_ensemble, load_recipe
+    from automl.run import RunDir
+    from automl.search.loop import run_search
+
+    started = time.time()
+    summary = run_search(
+        data=train,
+        target=target,
+        out=out,
+        test_data=test,
+        spaces=[space],
+        time_budget=budget,
+        threads=threads,
+        progress=lambda line: print("   ", line, flush=True),
+    )
+    ensembles = {}
+    for recipe in ("greedy", "nelder_mead", "stacking"):
+        result = build_ensemble(RunDir(out), load_recipe(ROOT / "ensembles" / f"{recipe}.yaml"))
+        directory = RunDir(out).ensemble_dir(result["name"])
+        ensembles[recipe] = {
+            "test_pred": np.load(directory / "test_pred.npy"),
+            "val_score": result["val_score"],
+            "test_score": result["test_score"],
+            "weights": {m["name"]: round(m["weight"], 3) for m in result.get("members", [])},
+        }
+    return {
+        "started": started,
+        "search_seconds": time.time() - started,
+        "trials": summary.finished,
+        "failed": summary.failed,
+        "ensembles": ensembles,
+    }
+
+
+def _keras_mlp_baseline(
+    x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, threads: int
+) -> Any:
+    from automl.models import FAMILIES, BuildContext
+    from automl.space import SearchSpace
+
+    space = SearchSpace.from_files([ROOT / "search_spaces" / "mlp.yaml"])
+    params = space.config(next(iter(space.defaults()))).params
+    ctx = BuildContext(task="multiclass", n_classes=10, threads=threads)
+    return FAMILIES["mlp"].build(params, ctx).fit(x_fit, y_fit, x_val, y_val)
+
+
+def images(npz: str, minutes: list[float], threads: int, workdir: Path) -> str:
+    """Fashion-MNIST: test accuracy at each of `minutes`, next to an MLP and LightGBM."""
+    import lightgbm
+    from sklearn.metrics import accuracy_score, log_loss
+
+    with np.load(npz) as archive:
+        x, y = archive["x"], archive["y"]
+    x_train, y_train, x_test, y_test = x[:-10000], y[:-10000], x[-10000:], y[-10000:]
+    train, test = workdir / "train.npz", workdir / "test.npz"
+    np.savez(train, x=x_train, y=y_train)
+    np.savez(test, x=x_test, y=y_test)
+    budget = 60 * max(minutes)
+    print(f"[fashion-mnist] {len(y_train)} train / {len(y_test)} test, {budget:.0f}s", flush=True)
+    space = str(ROOT / "search_spaces" / "images.yaml")
+    run = workdir / "fashion_run"
+    ours = _search_and_ensemble(str(train), str(test), "y", space, budget, run, threads)
+    trials = _completed(run)
+
+    lines = [
+        "# Fashion-MNIST (images)",
+        "",
+        f"Train: first 50,000 images of `{Path(npz).name}` (our search splits off 20% of them "
+        "for validation); test: the last 10,000. "
+        f"{threads} CPU threads, no GPU. Command: `python scripts/benchmark.py --images {npz} "
+        f"--minutes {' '.join(str(m) for m in minutes)}`.",
+        "",
+        "| system | after | test accuracy | test log-loss | model |",
+        "|---|---|---|---|---|",
+    ]
+    for limit in minutes:
+        best = _pick(trials, ours["started"] + 60 * limit, greater_is_better=False)
+        if best is None:
+            lines.append(f"| ours, best single | {limit:g} min | - | - | no trial finished |")
+            continue
+        lines.append(
+            f"| ours, best single by validation | {limit:g} min | {best.test_accuracy:.4f} | "
+            f"{best.test_score:.4f} | #{best.number} {best.family} |"
+        )
+    for name, ens in ours["ensembles"].items():
+        accuracy = accuracy_score(y_test, ens["test_pred"].argmax(1))
+        lines.append(
+            f"| ours, ensemble ({name}) | {max(minutes):g} min + ensemble | "
+            f"{accuracy:.4f} | {ens['test_score']:.4f} | "
+            f"{len(ens['weights'])} members |"
+        )
+
+    # Baselines on the same split, run by hand as a user would.
+    x_fit, x_val = x_train[:-10000].reshape(-1, 784) / 255.0, x_train[-10000:].reshape(-1, 784)
+    x_val = x_val / 255.0
+    x_flat_test = x_test.reshape(-1, 784) / 255.0
+    start = time.time()
+    mlp = _keras_mlp_baseline(x_fit, y_train[:-10000], x_val, y_train[-10000:], threads)
+    proba = mlp.predict(x_flat_test)
+    mlp_seconds = time.time() - start
+    lines.append(
+        f"| MLP (2x128, Adam, early stopping) | {mlp_seconds / 60:.1f} min | "
+        f"{accuracy_score(y_test, proba.argmax(1)):.4f} | {log_loss(y_test, proba):.4f} | "
+        f"{mlp.count_params()} weights |"
+    )
+    start = time.time()
+    gbm = lightgbm.LGBMClassifier(n_jobs=threads, verbosity=-1, random_state=0)
+    gbm.fit(x_train.reshape(-1, 784), y_train)
+    proba = gbm.predict_proba(x_test.reshape(-1, 784))
+    gbm_seconds = time.time() - start
+    lines.append(
+        f"| LightGBM defaults on pixels | {gbm_seconds / 60:.1f} min | "
+        f"{accuracy_score(y_test, proba.argmax(1)):.4f} | {log_loss(y_test, proba):.4f} | "
+        "100 rounds |"
+    )
+
+    best = _pick(trials, float("inf"), greater_is_better=False)
+    best_cnn = _pick(trials[trials.family == "cnn"], float("inf"), greater_is_better=False)
+    lines += [
+        "",
+        f"Search: {ours['trials']} trials completed, {ours['failed']} failed, "
+        f"{ours['search_seconds']:.0f} s. Trials by family: "
+        + ", ".join(f"{k} {v}" for k, v in trials.family.value_counts().items())
+        + ".",
+        "",
+    ]
+    if best is not None:
+        lines.append(f"Best single model: #{best.number} {best.family} `{json.dumps(best.params)}`")
+    if best_cnn is not None:
+        lines.append(
+            f"Best architecture (CNN): #{best_cnn.number}, val log-loss {best_cnn.val_score:.4f}, "
+            f"test accuracy {best_cnn.test_accuracy:.4f}, {best_cnn.n_params} weights, "
+            f"{best_cnn.fit_seconds:.0f} s to train: `{json.dumps(best_cnn.params)}`"
+        )
+    lines += ["", "Every completed trial:", "", _trial_table(trials)]
+    return "\n".join(lines) + "\n"
+
+
+def _trial_table(trials: pd.DataFrame) -> str:
+    rows = ["| # | family | val | test | fit s | finished at s |", "|---|---|---|---|---|---|"]
+    start = trials.finished.min() - trials.fit_seconds.iloc[0] if len(trials) else 0
+    for t in trials.itertuples():
+        rows.append(
+            f"| {t.number} | {t.family} | {t.val_score:.4f} | {t.test_score:.4f} | "
+            f"{t.fit_seconds:.0f} | {t.finished - start:.0f} |"
+        )
+    return "\n".join(rows)
+
+
+def text(spec: str, budget: float, threads: int, workdir: Path) -> str:
+    """sms_spam: ROC AUC of the text network, the best single model and the ensemble, beside
+    TF-IDF + logistic regression."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import train_test_split
+
+    path, target = spec.split(":")[:2]
+    frame = pd.read_csv(path)
+    train, test = train_test_split(
+        frame, test_size=0.2, random_state=0, stratify=frame[target].astype(str)
+    )
+    train_path, test_path = workdir / "sms_train.csv", workdir / "sms_test.csv"
+    train.to_csv(train_path, index=False)
+    test.to_csv(test_path, index=False)
+    print(f"[sms_spam] {len(train)} train / {len(test)} test, {budget:.0f}s", flush=True)
+    space = str(ROOT / "search_spaces" / "text.yaml")
+    run = workdir / "sms_run"
+    ours = _search_and_ensemble(
+        str(train_path), str(test_path), target, space, budget, run, threads
+    )
+    trials = _completed(run)
+    text_columns = [c for c in frame.columns if c != target]
+    start = time.time()
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    x_train = vectorizer.fit_transform(train[text_columns[0]])
+    classes = sorted(frame[target].unique())
+    logistic = LogisticRegression(max_iter=2000).fit(x_train, train[target] == classes[1])
+    auc = roc_auc_score(
+        test[target] == classes[1],
+        logistic.predict_proba(vectorizer.transform(test[text_columns[0]]))[:, 1],
+    )
+    baseline_seconds = time.time() - start
+    best = _pick(trials, float("inf"), greater_is_better=True)
+    best_text = _pick(trials[trials.family == "text_net"], float("inf"), greater_is_better=True)
+    lines = [
+        "# sms_spam (text)",
+        "",
+        f"80/20 split (stratified, seed 0): {len(train)} train / {len(test)} test messages. "
+        f"Search budget {budget:.0f} s, {threads} CPU threads. Command: "
+        f"`python scripts/benchmark.py --text {spec} --text-budget {budget:.0f}`.",
+        "",
+        "| system | test ROC AUC | detail |",
+        "|---|---|---|",
+    ]
+    if best_text is not None:
+        lines.append(
+            f"| ours, best text network (by validation) | {best_text.test_score:.4f} | "
+            f"#{best_text.number} `{json.dumps(best_text.params)}` |"
+        )
+    if best is not None:
+        lines.append(
+            f"| ours, best single model (by validation) | {best.test_score:.4f} | "
+            f"#{best.number} {best.family} |"
+        )
+    for name, ens in ours["ensembles"].items():
+        members = ", ".join(f"{k} {v}" for k, v in ens["weights"].items())
+        lines.append(f"| ours, ensemble ({name}) | {ens['test_score']:.4f} | {members} |")
+    lines.append(
+        f"| TF-IDF (1-2 grams) + logistic regression | {auc:.4f} | {baseline_seconds:.1f} s |"
+    )
+    lines += [
+        "",
+        f"Search: {ours['trials']} trials completed, {ours['failed']} failed. Trials by "
+        "family: " + ", ".join(f"{k} {v}" for k, v in trials.family.value_counts().items()),
+        "",
+        _trial_table(trials),
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,207 @@
+"""Networks inside real searches: images and text end to end through the CLI, pruning by the
+local executor, and memory that stays flat over many Keras trials in one process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import FAST_MLP, SPACES, shared, write_space
+
+pytestmark = pytest.mark.keras
+
+TINY_CNN = """family: cnn
+params:
+  block: {type: categorical, choices: [residual, inception, separable], default: residual}
+  stem_filters: {type: fixed, value: 8}
+  n_stages: {type: fixed, value: 2}
+  blocks_per_stage: {type: fixed, value: 1}
+  subsample: {type: categorical, choices: [0.5, 1.0], default: 1.0}
+  epochs: {type: fixed, value: 2}
+"""
+
+TINY_TEXT = """family: text_net
+params:
+  encoder: {type: categorical, choices: [conv, lstm], default: conv}
+  max_tokens: {type: fixed, value: 2000}
+  sequence_length: {type: fixed, value: 32}
+  embed_dim: {type: fixed, value: 16}
+  epochs: {type: fixed, value: 3}
+"""
+
+SMALL_TREES = """family: extra_trees
+params:
+  n_estimators: {type: fixed, value: 50}
+"""
+
+
+def test_images_end_to_end_cnn_beside_trees_on_pixels(tmp_path: Path, cli) -> None:  # noqa: ANN001
+    with np.load(shared("fashion_mnist_train.npz")) as archive:
+        np.savez(tmp_path / "fashion.npz", x=archive["x"][:400], y=archive["y"][:400])
+    spaces = [
+        write_space(tmp_path, "cnn.yaml", TINY_CNN),
+        write_space(tmp_path, "trees.yaml", SMALL_TREES),
+    ]
+    run = tmp_path / "run"
+    args = ["--data", tmp_path / "fashion.npz", "--target", "y", "--out", run, "--threads", "2"]
+    result = cli("search", *args, "--trials", "3", *[a for s in spaces for a in ("--space", s)])
+    assert result.code == 0, result.err
+    board = pd.read_csv(run / "leaderboard.csv")
+    assert set(board.family) == {"cnn", "extra_trees"}
+    assert (board.status == "complete").all()
+    cnn = board[board.family == "cnn"].iloc[0]
+    assert cnn.n_params > 1000
+    trial = next(run.glob("trials/t*-cnn"))
+    assert {"model.keras", "history.csv", "keras_meta.json"} <= {p.name for p in trial.iterdir()}
+    assert json.loads((run / "run.json").read_text())["schema"]["image_shape"] == [28, 28, 1]
+
+    assert cli("ensemble", run).code == 0
+    predicted = cli("predict", run, "--data", tmp_path / "fashion.npz", "--out", tmp_path / "p.csv")
+    assert predicted.code == 0, predicted.err
+    predictions = pd.read_csv(tmp_path / "p.csv")
+    assert len(predictions) == 400 and predictions.shape[1] == 11  # label + 10 probabilities
+
+
+def test_text_end_to_end_text_network_beside_tf_idf_models(tmp_path: Path, cli) -> None:  # noqa: ANN001
+    sms = pd.read_csv(shared("sms_spam.csv.gz")).sample(500, random_state=0)
+    sms["length"] = sms["text"].str.len()  # a tabular column beside the text: two inputs
+    sms.to_csv(tmp_path / "sms.csv", index=False)
+    run = tmp_path / "run"
+    result = cli(
+        "search",
+        *["--data", tmp_path / "sms.csv", "--target", "label", "--out", run, "--threads", "2"],
+        *["--text-columns", "text", "--trials", "3"],
+        *[
+            "--space",
+            write_space(tmp_path, "text.yaml", TINY_TEXT),
+            "--space",
+            SPACES / "linear.yaml",
+        ],
+    )
+    assert result.code == 0, result.err
+    board = pd.read_csv(run / "leaderboard.csv")
+    assert set(board.family) == {"text_net", "linear"} and (board.status == "complete").all()
+    assert board.test_score.max() > 0.9  # ROC AUC; spam is easy to spot
+    meta = json.loads(next(run.glob("trials/t*-text_net/keras_meta.json")).read_text())
+    assert meta["layout"]["text"] == [0, 1] and meta["layout"]["tabular"] == [1, 2]
+
+    assert cli("ensemble", run, "--method", "nelder-mead").code == 0
+    result = cli("predict", run, "--data", tmp_path / "sms.csv", "--out", tmp_path / "p.csv")
+    assert result.code == 0, result.err
+    assert set(pd.read_csv(tmp_path / "p.csv").prediction) <= {"ham", "spam"}
+
+
+def test_local_pruner_stops_hopeless_networks_after_a_few_epochs(tmp_path: Path) -> None:
+    """Four good trials, then two with a learning rate that cannot learn: the median pruner
+    stops those after its warm-up epochs, and they are recorded as pruned."""
+    import optuna
+
+    from automl.run import STUDY_NAME
+    from automl.search.loop import run_search
+
+    space = write_space(
+        tmp_path,
+        "mlp.yaml",
+        """family: mlp
+params:
+  learning_rate: {type: float, low: 1.0e-7, high: 0.1, log: true}
+  optimizer: {type: fixed, value: sgd}
+  units: {type: fixed, value: 16}
+  epochs: {type: fixed, value: 12}
+  patience: {type: fixed, value: 12}
+""",
+    )
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize")
+    for lr in [0.05, 0.05, 0.05, 0.05, 1e-7, 1e-7]:
+        study.enqueue_trial({"family": "mlp", "mlp.learning_rate": lr})
+    summary = run_search(
+        data="builtin:breast_cancer",
+        target="target",
+        out=tmp_path / "run",
+        spaces=[space],
+        trials=6,
+        storage=storage,
+        threads=2,
+        progress=lambda line: None,
+    )
+    trials = optuna.load_study(study_name=STUDY_NAME, storage=storage).trials
+    states = [t.state.name for t in trials]
+    assert states == ["COMPLETE"] * 4 + ["PRUNED"] * 2, states
+    assert all(len(t.intermediate_values) < 12 for t in trials[4:])  # stopped early
+    assert all(len(t.intermediate_values) == 12 for t in trials[:4])
+    assert summary.finished == 4
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_over_fifty_keras_trials(tmp_path: Path) -> None:
+    import psutil
+
+    from automl.data import load_dataset
+    from automl.metrics import get_metric
+    from automl.run import RunDir
+    from automl.search.evaluate import TrialContext, evaluate
+    from automl.space import SearchSpace
+
+    space = SearchSpace.from_files([write_space(tmp_path, "mlp.yaml", FAST_MLP)])
+    data = load_dataset("builtin:breast_cancer", "target")
+    run = RunDir(tmp_path / "run")
+    ctx = TrialContext(data, space, get_metric(None, data.task), run, threads=2)
+    process = psutil.Process()
+    rss = []
+    for number in range(50):
+        flat = {"family": "mlp", "mlp.units": 8 + number % 24, "mlp.n_layers": 1 + number % 2}
+        evaluate(number, flat, ctx)
+        rss.append(process.memory_info().rss)
+    growth = rss[-1] / rss[4] - 1
+    print(f"RSS after trial 5: {rss[4] / 2**20:.0f} MiB, after 50: {rss[-1] / 2**20:.0f} MiB")
+    assert growth < 0.15, [round(r / 2**20) for r in rss]
+
+
+def test_keras_tuner_hyperband_sets_each_network_s_epochs(tmp_path: Path, cli) -> None:  # noqa: ANN001
+    """Hyperband's rungs (1 and 3 epochs for a 3-epoch space) reach the networks, and every
+    trial lands in the same study and leaderboard."""
+    import optuna
+
+    from automl.run import STUDY_NAME
+
+    run = tmp_path / "run"
+    space = write_space(tmp_path, "mlp.yaml", FAST_MLP)
+    args = ["--data", "builtin:iris", "--out", run, "--space", space, "--threads", "2"]
+    result = cli(
+        "search", *args, "--backend", "keras-tuner", "--sampler", "hyperband", "--trials", "6"
+    )
+    assert result.code == 0, result.err
+    study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{run / 'study.db'}")
+    proposed = [t for t in study.trials if "keras_tuner_trial" in t.user_attrs]
+    assert len(proposed) == 5  # all but the family's defaults, tried first
+    epochs = []
+    for t in proposed:
+        config = json.loads((run / "trials" / f"t{t.number:04d}-mlp" / "config.json").read_text())
+        epochs.append(config["params"]["epochs"])
+        assert config["params"]["epochs"] == t.user_attrs["epochs"]
+        history = (run / "trials" / f"t{t.number:04d}-mlp" / "history.csv").read_text()
+        assert len(history.strip().splitlines()) - 1 <= t.user_attrs["epochs"]
+    assert set(epochs) <= {1, 3} and 1 in epochs
+    assert len(pd.read_csv(run / "leaderboard.csv")) == 6
+    assert (run / "keras_tuner" / "oracle" / "oracle.json").exists()
+
+
+def test_keras_tuner_bayesian_resumes_with_its_oracle(tmp_path: Path, cli) -> None:  # noqa: ANN001
+    import optuna
+
+    from automl.run import STUDY_NAME
+
+    run = tmp_path / "run"
+    args = ["--data", "builtin:wine", "--out", run, "--space", SPACES / "linear.yaml"]
+    args += ["--backend", "keras-tuner", "--sampler", "bayesian", "--threads", "1"]
+    assert cli("search", *args, "--trials", "4").code == 0
+    assert cli("search", *args, "--trials", "7").code == 0
+    study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{run / 'study.db'}")
+    ids = [t.user_attrs.get("keras_tuner_trial") for t in study.trials][1:]
+    assert len(study.trials) == 7 and len(set(ids)) == 6  # the oracle went on, no repeats
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
