@@ -39,6 +39,14 @@ params:
 """
 
 
+def trial_dir(run: Path, family: str) -> Path:
+    """The folder of the first completed trial of `family`."""
+    for config in sorted(run.glob("trials/*/config.json")):
+        if json.loads(config.read_text())["family"] == family:
+            return config.parent
+    raise AssertionError(f"no {family} trial in {run}")
+
+
 def test_images_end_to_end_cnn_beside_trees_on_pixels(tmp_path: Path, cli) -> None:  # noqa: ANN001
     with np.load(shared("fashion_mnist_train.npz")) as archive:
         np.savez(tmp_path / "fashion.npz", x=archive["x"][:400], y=archive["y"][:400])
@@ -55,7 +63,7 @@ def test_images_end_to_end_cnn_beside_trees_on_pixels(tmp_path: Path, cli) -> No
     assert (board.status == "complete").all()
     cnn = board[board.family == "cnn"].iloc[0]
     assert cnn.n_params > 1000
-    trial = next(run.glob("trials/t*-cnn"))
+    trial = trial_dir(run, "cnn")
     assert {"model.keras", "history.csv", "keras_meta.json"} <= {p.name for p in trial.iterdir()}
     assert json.loads((run / "run.json").read_text())["schema"]["image_shape"] == [28, 28, 1]
 
@@ -86,7 +94,7 @@ def test_text_end_to_end_text_network_beside_tf_idf_models(tmp_path: Path, cli) 
     board = pd.read_csv(run / "leaderboard.csv")
     assert set(board.family) == {"text_net", "linear"} and (board.status == "complete").all()
     assert board.test_score.max() > 0.9  # ROC AUC; spam is easy to spot
-    meta = json.loads(next(run.glob("trials/t*-text_net/keras_meta.json")).read_text())
+    meta = json.loads((trial_dir(run, "text_net") / "keras_meta.json").read_text())
     assert meta["layout"]["text"] == [0, 1] and meta["layout"]["tabular"] == [1, 2]
 
     assert cli("ensemble", run, "--method", "nelder-mead").code == 0
@@ -138,28 +146,45 @@ params:
 
 
 @pytest.mark.slow
-def test_memory_stays_flat_over_fifty_keras_trials(tmp_path: Path) -> None:
+def test_memory_stays_flat_because_keras_trials_run_in_a_recycled_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TensorFlow keeps ~4 MB per model it trained, whatever the session clearing; the worker
+    that runs Keras trials is replaced every few trials, so the search's memory stays flat.
+    (scripts/benchmark.py --memory measures 50 trials with the shipped setting.)"""
     import psutil
 
-    from automl.data import load_dataset
-    from automl.metrics import get_metric
-    from automl.run import RunDir
-    from automl.search.evaluate import TrialContext, evaluate
-    from automl.space import SearchSpace
+    from automl.search import isolation
+    from automl.search.loop import run_search
 
-    space = SearchSpace.from_files([write_space(tmp_path, "mlp.yaml", FAST_MLP)])
-    data = load_dataset("builtin:breast_cancer", "target")
-    run = RunDir(tmp_path / "run")
-    ctx = TrialContext(data, space, get_metric(None, data.task), run, threads=2)
-    process = psutil.Process()
-    rss = []
-    for number in range(50):
-        flat = {"family": "mlp", "mlp.units": 8 + number % 24, "mlp.n_layers": 1 + number % 2}
-        evaluate(number, flat, ctx)
-        rss.append(process.memory_info().rss)
-    growth = rss[-1] / rss[4] - 1
-    print(f"RSS after trial 5: {rss[4] / 2**20:.0f} MiB, after 50: {rss[-1] / 2**20:.0f} MiB")
+    monkeypatch.setattr(isolation, "KERAS_TRIALS_PER_WORKER", 4)
+    me = psutil.Process()
+    rss: list[int] = []
+    workers: set[int] = set()
+
+    def sample(line: str) -> None:
+        if " mlp " in line and "val " in line:
+            children = me.children(recursive=True)
+            workers.update(c.pid for c in children)
+            rss.append(me.memory_info().rss + sum(c.memory_info().rss for c in children))
+
+    run_search(
+        data="builtin:breast_cancer",
+        target="target",
+        out=tmp_path / "run",
+        spaces=[write_space(tmp_path, "mlp.yaml", FAST_MLP)],
+        trials=12,
+        threads=2,
+        pruner="none",
+        progress=sample,
+    )
+    assert len(rss) == 12
+    # Peaks, not single samples: a sample may catch a worker being replaced.
+    first, later = max(rss[:5]), max(rss[5:])
+    growth = later / first - 1
+    print(f"peak RSS over trials 1-5: {first / 2**20:.0f} MiB; 6-12: {later / 2**20:.0f} MiB")
     assert growth < 0.15, [round(r / 2**20) for r in rss]
+    assert len(workers) >= 3  # a fresh worker every 4 trials (plus the fork server)
 
 
 def test_keras_tuner_hyperband_sets_each_network_s_epochs(tmp_path: Path, cli) -> None:  # noqa: ANN001
@@ -181,10 +206,10 @@ def test_keras_tuner_hyperband_sets_each_network_s_epochs(tmp_path: Path, cli) -
     assert len(proposed) == 5  # all but the family's defaults, tried first
     epochs = []
     for t in proposed:
-        config = json.loads((run / "trials" / f"t{t.number:04d}-mlp" / "config.json").read_text())
+        config = json.loads((run / "trials" / f"{t.number:04d}" / "config.json").read_text())
         epochs.append(config["params"]["epochs"])
         assert config["params"]["epochs"] == t.user_attrs["epochs"]
-        history = (run / "trials" / f"t{t.number:04d}-mlp" / "history.csv").read_text()
+        history = (run / "trials" / f"{t.number:04d}" / "history.csv").read_text()
         assert len(history.strip().splitlines()) - 1 <= t.user_attrs["epochs"]
     assert set(epochs) <= {1, 3} and 1 in epochs
     assert len(pd.read_csv(run / "leaderboard.csv")) == 6

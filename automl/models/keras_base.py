@@ -133,7 +133,10 @@ class KerasNetwork:
         keras = import_keras(self.threads)
         model, losses, weights = self.graph(keras, x)
         model.compile(
-            optimizer=make_optimizer(self.params), loss=losses, loss_weights=weights or None
+            optimizer=make_optimizer(self.params),
+            loss=losses,
+            loss_weights=weights or None,
+            jit_compile=False,
         )
         self.trained = model
         self.model = (

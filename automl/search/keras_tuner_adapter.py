@@ -94,6 +94,9 @@ class KerasTunerProposer:
     def __init__(
         self, space: SearchSpace, algorithm: str, seed: int, minimize: bool, directory: Path
     ) -> None:
+        from automl.models.keras_base import import_keras
+
+        import_keras(1)  # keras-tuner imports TensorFlow: quietly, and with our thread settings
         import keras_tuner as kt
 
         self.space = space
@@ -117,6 +120,8 @@ class KerasTunerProposer:
         self.oracle._set_project_dir(str(directory), "oracle")
         if (directory / "oracle" / "oracle.json").exists():
             self.oracle.reload()
+            # A trial that was running when the search stopped is the study's to retry.
+            self.oracle.ongoing_trials.clear()
         self.hyperband = algorithm == "hyperband"
 
     def propose(self) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -150,3 +155,4 @@ class KerasTunerProposer:
         else:
             trial.status = trial_module.TrialStatus.FAILED
         self.oracle.end_trial(trial)
+        self.oracle.save()  # end_trial saves before it lets go of the trial: save what's true

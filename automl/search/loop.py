@@ -29,7 +29,7 @@ from automl.models import FAMILIES
 from automl.run import STUDY_NAME, RunDir, RunLock, mask_url
 from automl.search.driver import SearchSettings, StudyDriver, error_line
 from automl.search.evaluate import TrialContext, evaluate
-from automl.search.isolation import evaluate_isolated
+from automl.search.isolation import KerasWorker, evaluate_isolated
 from automl.search.progress import Progress
 from automl.space import SearchSpace
 
@@ -371,26 +371,44 @@ def _run_facts(
 
 
 def _loop(settings: SearchSettings, trial_timeout: float | None) -> SearchSummary:
-    """The local executor: one trial at a time in this process (or a child, with a timeout)."""
+    """The local executor: one trial at a time, trees in this process, networks in a recycled
+    worker process (or every trial in a process of its own, with a timeout)."""
     driver, ctx = StudyDriver(settings), settings.ctx
     prune = settings.pruner != "none" and trial_timeout is None and not ctx.cv
-    while (reason := driver.stop_reason()) is None:
-        trial, flat = driver.ask()
-        ctx.on_epoch = pruning_reporter(trial, ctx) if prune else None
-        try:
-            if trial_timeout is not None:
-                result = evaluate_isolated(trial.number, flat, ctx, trial_timeout)
+    networks = any(FAMILIES[name].uses_keras for name in settings.space.family_names)
+    worker = KerasWorker(ctx) if networks and trial_timeout is None else None
+    try:
+        while (reason := driver.stop_reason()) is None:
+            trial, flat = driver.ask()
+            try:
+                if trial_timeout is not None:
+                    result = evaluate_isolated(trial.number, flat, ctx, trial_timeout)
+                elif worker is not None and FAMILIES[flat["family"]].uses_keras:
+                    pruning = (
+                        {
+                            "study": STUDY_NAME,
+                            "storage": settings.run.storage(),
+                            "pruner": settings.pruner,
+                            "trial_id": trial._trial_id,
+                        }
+                        if prune
+                        else None
+                    )
+                    result = worker.evaluate(trial.number, flat, pruning)
+                else:
+                    result = evaluate(trial.number, flat, ctx)
+            except KeyboardInterrupt:
+                driver.interrupted(trial, flat)
+                raise
+            except TrialPruned as exc:
+                driver.pruned_at(trial, flat, exc.step, None)
+            except Exception as exc:  # any failure inside a trial is that trial's, not the search's
+                driver.failed_with(trial, flat, error_line(exc))
             else:
-                result = evaluate(trial.number, flat, ctx)
-        except KeyboardInterrupt:
-            driver.interrupted(trial, flat)
-            raise
-        except TrialPruned as exc:
-            driver.pruned_at(trial, flat, exc.step, None)
-        except Exception as exc:  # any failure inside a trial is that trial's, not the search's
-            driver.failed_with(trial, flat, error_line(exc))
-        else:
-            driver.succeeded(trial, flat, result)
+                driver.succeeded(trial, flat, result)
+    finally:
+        if worker is not None:
+            worker.close()
     return summarize(settings.run, driver, reason, settings.started)
 
 
