@@ -156,11 +156,12 @@ def images(npz: str, minutes: list[float], threads: int, workdir: Path) -> str:
         )
 
     # Baselines on the same split, run by hand as a user would.
-    x_fit, x_val = x_train[:-10000].reshape(-1, 784) / 255.0, x_train[-10000:].reshape(-1, 784)
-    x_val = x_val / 255.0
-    x_flat_test = x_test.reshape(-1, 784) / 255.0
+    n_val = len(y_train) // 5  # the share our search holds out for validation
+    x_fit = x_train[:-n_val].reshape(len(y_train) - n_val, -1) / 255.0
+    x_val = x_train[-n_val:].reshape(n_val, -1) / 255.0
+    x_flat_test = x_test.reshape(len(y_test), -1) / 255.0
     start = time.time()
-    mlp = _keras_mlp_baseline(x_fit, y_train[:-10000], x_val, y_train[-10000:], threads)
+    mlp = _keras_mlp_baseline(x_fit, y_train[:-n_val], x_val, y_train[-n_val:], threads)
     proba = mlp.predict(x_flat_test)
     mlp_seconds = time.time() - start
     lines.append(
@@ -170,8 +171,8 @@ def images(npz: str, minutes: list[float], threads: int, workdir: Path) -> str:
     )
     start = time.time()
     gbm = lightgbm.LGBMClassifier(n_jobs=threads, verbosity=-1, random_state=0)
-    gbm.fit(x_train.reshape(-1, 784), y_train)
-    proba = gbm.predict_proba(x_test.reshape(-1, 784))
+    gbm.fit(x_train.reshape(len(y_train), -1), y_train)
+    proba = gbm.predict_proba(x_test.reshape(len(y_test), -1))
     gbm_seconds = time.time() - start
     lines.append(
         f"| LightGBM defaults on pixels | {gbm_seconds / 60:.1f} min | "
@@ -282,3 +283,56 @@ def text(spec: str, budget: float, threads: int, workdir: Path) -> str:
         _trial_table(trials),
     ]
     return "\n".join(lines) + "\n"
+
+
+def memory(trials: int, threads: int, workdir: Path) -> str:
+    """RSS of the search (its process and the Keras worker) after each of `trials` small Keras
+    trials: flat, because the worker is replaced every KERAS_TRIALS_PER_WORKER trials."""
+    import psutil
+
+    from automl.search.isolation import KERAS_TRIALS_PER_WORKER
+    from automl.search.loop import run_search
+
+    space = workdir / "mlp.yaml"
+    space.write_text(
+        "family: mlp\nparams:\n  units: {type: int, low: 8, high: 64}\n"
+        "  n_layers: {type: int, low: 1, high: 3}\n  epochs: {type: fixed, value: 3}\n"
+    )
+    me = psutil.Process()
+    rss: list[float] = []
+
+    def sample(line: str) -> None:
+        if " mlp " in line and " val " in line:
+            total = me.memory_info().rss + sum(
+                c.memory_info().rss for c in me.children(recursive=True)
+            )
+            rss.append(total / 2**20)
+
+    started = time.time()
+    run_search(
+        data="builtin:breast_cancer",
+        target="target",
+        out=workdir / "memory_run",
+        spaces=[space],
+        trials=trials,
+        threads=threads,
+        pruner="none",
+        progress=sample,
+    )
+    seconds = time.time() - started
+    first, later = max(rss[:5]), max(rss[5:])
+    lines = [
+        "# Memory over consecutive Keras trials",
+        "",
+        f"{trials} small MLP trials (breast_cancer) in one search, local executor; RSS of the "
+        f"search process plus its Keras worker (replaced every {KERAS_TRIALS_PER_WORKER} "
+        f"trials) after each trial. Command: `python scripts/benchmark.py --memory {trials}`.",
+        "",
+        f"- peak over trials 1-5: {first:.0f} MiB; peak over trials 6-{trials}: {later:.0f} MiB "
+        f"({100 * (later / first - 1):+.1f}%)",
+        f"- last: {rss[-1]:.0f} MiB; {seconds / trials:.1f} s per trial",
+        "",
+        "RSS (MiB) after each trial: " + ", ".join(f"{r:.0f}" for r in rss),
+        "",
+    ]
+    return "\n".join(lines)

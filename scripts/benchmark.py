@@ -7,6 +7,7 @@
     python scripts/benchmark.py --executors --budget 120   # overhead per trial; Ray scaling
     python scripts/benchmark.py --images ../shared/data/fashion_mnist_train.npz --minutes 10 30
     python scripts/benchmark.py --text ../shared/data/sms_spam.csv.gz:label --text-budget 300
+    python scripts/benchmark.py --memory 50   # RSS over 50 consecutive Keras trials
 
 Each dataset is split once, 80/20 (stratified for classes, seed 0). Every system sees only the
 train part; the test part scores them all. Systems: ours with ensemble (what `automl predict`
@@ -458,6 +459,9 @@ def main() -> int:
     parser.add_argument("--text", help="PATH:TARGET of a text CSV such as sms_spam (text part)")
     parser.add_argument("--text-budget", type=float, default=300.0)
     parser.add_argument(
+        "--memory", type=int, metavar="N", help="RSS over N consecutive Keras trials instead"
+    )
+    parser.add_argument(
         "--budget", type=float, default=300.0, help="seconds per system and dataset"
     )
     parser.add_argument("--threads", type=int, default=2)
@@ -481,8 +485,8 @@ def main() -> int:
         out.write_text("\n".join(lines) + "\n")
         print(out.read_text())
         return 0
-    if args.images or args.text:
-        from bench_media import images, text
+    if args.images or args.text or args.memory:
+        from bench_media import images, memory, text
 
         with tempfile.TemporaryDirectory(prefix="automl-media-") as workdir:
             if args.images:
@@ -492,6 +496,10 @@ def main() -> int:
             if args.text:
                 out = Path(args.out) / "sms_spam.md"
                 out.write_text(text(args.text, args.text_budget, args.threads, Path(workdir)))
+                print(out.read_text(), flush=True)
+            if args.memory:
+                out = Path(args.out) / "memory.md"
+                out.write_text(memory(args.memory, args.threads, Path(workdir)))
                 print(out.read_text(), flush=True)
         return 0
     if not args.datasets:

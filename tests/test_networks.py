@@ -189,6 +189,7 @@ def test_cnn_trains_one_epoch_on_fashion_mnist(keras: Any, tmp_path: Path, block
     x, y, lay = encoded(frame, "y", "image", schema)
     assert x.max() == 1.0 and lay["image_shape"] == [28, 28, 1]
     params = {"block": block, "stem_filters": 8, "n_stages": 2, "blocks_per_stage": 1}
+    params |= {"dropout": 0.2, "dense_units": 16}  # a dense head after the pooled features
     model = fit_predict("cnn", params, x, y, lay, tmp_path)
     assert model.model.get_layer("image").output.shape[1:] == (28, 28, 1)
     assert model.model.get_layer("stage1_downsample").output.shape[1:3] == (14, 14)

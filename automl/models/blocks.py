@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+BN_MOMENTUM = 0.9
+
 
 def dense_block(
     x: Any,
@@ -56,8 +58,8 @@ def conv_bn(
         use_bias=not batch_norm,
         name=f"{name}_conv",
     )(x)
-    if batch_norm:
-        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    if batch_norm:  # momentum 0.9: a few epochs on a CPU budget must settle the statistics
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     if activation:
         x = layers.Activation(activation, name=f"{name}_{activation}")(x)
     return x
