@@ -270,7 +270,9 @@ def text(spec: str, budget: float, threads: int, workdir: Path) -> str:
             f"#{best.number} {best.family} |"
         )
     for name, ens in ours["ensembles"].items():
-        members = ", ".join(f"{k} {v}" for k, v in ens["weights"].items())
+        top = sorted(ens["weights"].items(), key=lambda kv: -abs(kv[1]))[:6]
+        more = len(ens["weights"]) - len(top)
+        members = ", ".join(f"{k} {v}" for k, v in top) + (f" (+{more} more)" if more else "")
         lines.append(f"| ours, ensemble ({name}) | {ens['test_score']:.4f} | {members} |")
     lines.append(
         f"| TF-IDF (1-2 grams) + logistic regression | {auc:.4f} | {baseline_seconds:.1f} s |"
