@@ -40,6 +40,7 @@ FAMILY_KEY = "family"
 # A flat configuration may carry an epoch budget set by the searcher (keras-tuner's Hyperband
 # rungs); it overrides a network's `epochs` and means nothing to other families.
 EPOCHS_KEY = "budget.epochs"
+EPOCHS_ATTR = "epochs"  # the trial attribute a searcher sets the budget with
 PARAM_KEYS = {
     "int": {"type", "low", "high", "log", "step", "default", "when"},
     "float": {"type", "low", "high", "log", "step", "default", "when"},

@@ -15,7 +15,7 @@ from typing import Any
 from automl.run import RunDir
 from automl.search.evaluate import TrialContext, TrialResult
 from automl.search.progress import Progress, status_line
-from automl.space import EPOCHS_KEY, SearchSpace
+from automl.space import EPOCHS_ATTR, EPOCHS_KEY, SearchSpace
 
 SPENT_ATTR = "spent_seconds"
 
@@ -180,8 +180,6 @@ class StudyDriver:
             study.enqueue_trial(proposal, user_attrs=attrs)
         trial = study.ask()
         flat = self.space.suggest(trial)
-        from automl.search.keras_tuner_adapter import EPOCHS_ATTR
-
         if EPOCHS_ATTR in trial.user_attrs:  # the oracle's epoch budget (Hyperband's rungs)
             flat[EPOCHS_KEY] = trial.user_attrs[EPOCHS_ATTR]
         trial.set_user_attr("family", flat["family"])

@@ -17,10 +17,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from automl.space import FAMILY_KEY, Param, SearchSpace
+from automl.space import EPOCHS_ATTR, FAMILY_KEY, Param, SearchSpace
 
 KT_TRIAL_ATTR = "keras_tuner_trial"
-EPOCHS_ATTR = "epochs"  # a trial's epoch budget set by the oracle (Hyperband)
 ALGORITHMS = ("random", "bayesian", "hyperband")
 OBJECTIVE = "score"
 

@@ -1,8 +1,9 @@
 """The search loop: ask a sampler, evaluate, tell the study; resumable and budgeted.
 
 The optuna study (SQLite in the run directory by default) is the one source of truth. Optuna's
-samplers propose through define-by-run; hyperopt proposes through `HyperoptProposer`, whose
-points are enqueued into the same study. Each family's default configuration is enqueued
+samplers propose through define-by-run; hyperopt (`HyperoptProposer`) and keras-tuner's oracles
+(`KerasTunerProposer`) propose points that are enqueued into the same study. Networks report
+every epoch to the study's pruner. Each family's default configuration is enqueued
 first. A trial left RUNNING by a killed process is marked interrupted and re-run; trials
 that finished are never repeated. The time budget counts time spent by earlier attempts.
 """
