@@ -25,7 +25,15 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="CSV (.csv, .csv.gz), Parquet, .npz images (x, y) or builtin:NAME",
     )
-    search.add_argument("--target", help="target column (default 'target' for builtin: data)")
+    search.add_argument(
+        "--target",
+        action="append",
+        help="target column (default 'target' for builtin: data); repeat it to train one head "
+        "per target",
+    )
+    search.add_argument(
+        "--objective", help="with several --target: the one the search optimizes (default first)"
+    )
     search.add_argument("--out", required=True, help="run directory to create or resume")
     search.add_argument("--space", action="append", help="search-space YAML (repeatable)")
     search.add_argument(
@@ -105,11 +113,17 @@ def _search(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from automl.run import RunDir
     from automl.search.loop import run_search
 
-    target = args.target
-    if target is None:
+    targets = args.target or []
+    if not targets:
         if not args.data.startswith(BUILTIN_PREFIX):
             raise UserInputError("--target is required (the column to predict)")
-        target = BUILTIN_TARGET
+        targets = [BUILTIN_TARGET]
+    target = args.objective or targets[0]
+    if target not in targets:
+        raise UserInputError(
+            f"--objective {target!r} is not one of the --target columns ({', '.join(targets)})"
+        )
+    others = [t for t in targets if t != target]
     if args.resume and not RunDir(args.out).exists():
         raise UserInputError(f"--resume: {args.out} holds no search to resume (no run.json)")
     summary = run_search(
@@ -140,6 +154,7 @@ def _search(args: argparse.Namespace, argv: Sequence[str]) -> int:
         text_columns=[c.strip() for c in args.text_columns.split(",")]
         if args.text_columns
         else None,
+        other_targets=others or None,
         argv=["automl", *argv],
     )
     print(format_table(leaderboard_rows(RunDir(summary.run_dir, storage_url=args.storage))))

@@ -395,8 +395,26 @@ def make_target(y: pd.Series, task: str | None, source: str, column: str) -> Tar
 
 
 @dataclass
+class OtherTarget:
+    """A target trained beside the objective (`--target` given more than once)."""
+
+    name: str
+    target: Target
+    y_fit: np.ndarray
+    y_val: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def task(self) -> str:
+        return self.target.task
+
+
+@dataclass
 class Dataset:
-    """Train (split into fit and validation parts) and test, with the schema and the target."""
+    """Train (split into fit and validation parts) and test, with the schema and the target.
+
+    `target` and the `y_*` arrays are the objective's; `others` are further targets that
+    networks learn with heads of their own and tree models with a model each."""
 
     schema: Schema
     target: Target
@@ -406,6 +424,7 @@ class Dataset:
     y_val: np.ndarray
     x_test: pd.DataFrame
     y_test: np.ndarray
+    others: list[OtherTarget] = field(default_factory=list)
 
     @property
     def task(self) -> str:
@@ -434,15 +453,28 @@ def load_dataset(
     val_size: float = 0.2,
     seed: int = 0,
     text_columns: list[str] | None = None,
+    other_targets: list[str] | None = None,
 ) -> Dataset:
     """Read, check and split the data; every problem is a UserInputError with a clear line."""
     from sklearn.model_selection import train_test_split
+
+    others = list(other_targets or [])
+    if others:
+        if test_data is not None:
+            raise UserInputError("--test-data: not supported with several --target columns yet")
+        duplicated = sorted({t for t in [target, *others] if [target, *others].count(t) > 1})
+        if duplicated:
+            raise UserInputError(f"--target: {', '.join(map(repr, duplicated))} given twice")
 
     if not 0 < test_size < 1:
         raise UserInputError(f"--test-size must be between 0 and 1 (exclusive); got {test_size}")
     frame = read_table(data)
     image_shape = frame.attrs.get(IMAGE_SHAPE_ATTR)
+    other_y: dict[str, pd.Series] = {}
+    for name in others:  # rows missing any target are left out, as for the objective
+        frame, other_y[name] = _split_other(frame, name, data)
     features, y = split_target(frame, target, data)
+    other_y = {name: values.loc[y.index] for name, values in other_y.items()}
     schema = infer_schema(features, data, text_columns)
     if image_shape is not None and len(schema.numeric) == features.shape[1]:
         schema.image_shape = list(image_shape)
@@ -475,7 +507,24 @@ def load_dataset(
     )
     if tgt.task != "regression" and len(np.unique(y_fit)) < 2:
         raise UserInputError(f"{data}: too few rows of the minority class to train on")
+    extra = []
+    for name, values in other_y.items():  # the objective's split, by row label
+        other = make_target(values, None, data, name)
+        codes = pd.Series(
+            other.encode(values) if other.task != "regression" else values.to_numpy(float),
+            index=values.index,
+        )
+        extra.append(
+            OtherTarget(
+                name,
+                other,
+                codes.loc[x_fit.index].to_numpy(),
+                codes.loc[x_val.index].to_numpy(),
+                codes.loc[x_test.index].to_numpy(),
+            )
+        )
     return Dataset(
+        others=extra,
         schema=schema,
         target=tgt,
         x_fit=x_fit.reset_index(drop=True),
@@ -485,6 +534,11 @@ def load_dataset(
         x_test=x_test.reset_index(drop=True),
         y_test=np.asarray(y_test),
     )
+
+
+def _split_other(frame: pd.DataFrame, name: str, source: str) -> tuple[pd.DataFrame, pd.Series]:
+    rest, y = split_target(frame, name, source)
+    return frame.loc[rest.index].drop(columns=[name]), y
 
 
 def _strata(target: Target, y: np.ndarray) -> np.ndarray | None:

@@ -370,6 +370,20 @@ MORE_BAD_INPUT = [
         r"--text-columns: builtin:iris has no column\(s\) 'notes'",
     ),
     (
+        "several targets with cv",
+        lambda p: [
+            "--data",
+            "builtin:iris",
+            "--target",
+            "target",
+            "--target",
+            "sepal width (cm)",
+            "--cv",
+            "3",
+        ],  # fmt: skip
+        r"--cv: not supported with several --target columns yet",
+    ),
+    (
         "unknown pruner",
         lambda p: ["--data", "builtin:iris", "--pruner", "sometimes"],
         r"--pruner must be one of median, hyperband, none; got 'sometimes'",

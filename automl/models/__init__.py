@@ -27,6 +27,8 @@ class BuildContext:
     work_dir: Path | None = None  # where a network keeps its checkpoint and live history.csv
     # Which columns of the encoded matrix hold what (`automl.preprocess.layout`).
     layout: dict[str, Any] | None = None
+    # Further targets, as (name, task, n_classes): networks grow a head for each.
+    others: tuple[tuple[str, str, int], ...] = ()
     on_epoch: Callable[[int, np.ndarray], None] | None = None  # per-epoch validation predictions
 
 

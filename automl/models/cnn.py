@@ -16,13 +16,7 @@ import numpy as np
 
 from automl.models import Family
 from automl.models.blocks import CONV_BLOCKS, conv_bn, dense_block
-from automl.models.keras_base import (
-    MAIN_OUTPUT,
-    TRAINING_PARAMS,
-    KerasNetwork,
-    load_network,
-    output_head,
-)
+from automl.models.keras_base import TRAINING_PARAMS, KerasNetwork, load_network, unwrap
 
 CNN_PARAMS = TRAINING_PARAMS | {
     "block",
@@ -66,8 +60,8 @@ class ConvNet(KerasNetwork):
         units = int(p.get("dense_units", 0))
         if units > 0:
             h = dense_block(h, units, dropout=dropout, name="head")
-        outputs, loss = output_head(h, self.task, self.n_classes)
-        return keras.Model(inputs, outputs, name="cnn"), {MAIN_OUTPUT: loss}, {}
+        outputs, losses, weights = self.heads(h)
+        return keras.Model(inputs, unwrap(outputs), name="cnn"), losses, weights
 
 
 FAMILIES = [

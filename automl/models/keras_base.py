@@ -46,6 +46,7 @@ TRAINING_PARAMS = frozenset(
         "epochs",
         "patience",
         "subsample",
+        "target_weight",
     }
 )
 
@@ -109,8 +110,10 @@ class KerasNetwork:
         self.work_dir = ctx.work_dir
         self.on_epoch = ctx.on_epoch
         self.layout: dict[str, Any] = dict(ctx.layout or {})
+        self.others = [tuple(o) for o in ctx.others]
         self.y_mean = 0.0
         self.y_std = 1.0
+        self.other_scales: list[tuple[float, float]] = []
         self.model: Any = None  # the main output only: what predicts and is saved
         self.trained: Any = None  # with auxiliary outputs, if any: what was trained
         self.history: dict[str, list[float]] = {}
@@ -125,6 +128,19 @@ class KerasNetwork:
     def split(self, x: np.ndarray) -> Any:
         """The encoded matrix as the graph's input(s)."""
         return np.asarray(x, np.float32)
+
+    def heads(self, h: Any) -> tuple[list[Any], dict[str, Any], dict[str, float]]:
+        """The main output, and one head per further target (weighted by `target_weight`)."""
+        main, loss = output_head(h, self.task, self.n_classes)
+        outputs, losses, weights = [main], {MAIN_OUTPUT: loss}, {}
+        for i, (_, task, n_classes) in enumerate(self.others):
+            head, head_loss = output_head(h, task, n_classes, name=other_output(i))
+            outputs.append(head)
+            losses[other_output(i)] = head_loss
+            weights[other_output(i)] = float(self.params.get("target_weight", 0.5))
+        if weights:
+            weights[MAIN_OUTPUT] = 1.0
+        return outputs, losses, weights
 
     # -- shared -----------------------------------------------------------------------------
 
@@ -146,9 +162,29 @@ class KerasNetwork:
         )
         return model
 
-    def _targets(self, y: np.ndarray) -> Any:
+    def _targets(self, y: np.ndarray, fit: bool = False) -> Any:
+        """Encoded targets by output name; `y` has one column per target when there are
+        further targets (the objective first)."""
+        y = np.asarray(y)
+        main = self._encode_y(y[:, 0] if y.ndim == 2 else y, fit=fit)
         names = list(self.trained.output_names)
-        return y if len(names) == 1 else {name: y for name in names}
+        if len(names) == 1:
+            return main
+        out = {name: main for name in names}  # the objective, and the auxiliary head
+        if fit:
+            self.other_scales = []
+        for i, (_, task, _) in enumerate(self.others):
+            column = y[:, i + 1]
+            if task != "regression":
+                out[other_output(i)] = column.astype(np.int64)
+                if fit:
+                    self.other_scales.append((0.0, 1.0))
+                continue
+            if fit:
+                self.other_scales.append((float(column.mean()), float(column.std() or 1.0)))
+            mean, std = self.other_scales[i]
+            out[other_output(i)] = ((column - mean) / std).astype(np.float32)
+        return out
 
     def _monitor(self) -> str:
         return "val_loss" if len(self.trained.outputs) == 1 else f"val_{MAIN_OUTPUT}_loss"
@@ -167,8 +203,8 @@ class KerasNetwork:
         keras.backend.clear_session()
         keras.utils.set_random_seed(self.seed)
         x, y = self._subsample(x, np.asarray(y))
-        y, y_val = self._encode_y(y, fit=True), self._encode_y(np.asarray(y_val))
         self.build(x)
+        y, y_val = self._targets(y, fit=True), self._targets(y_val)
         monitor = self._monitor()
         patience = int(self.params.get("patience", 10))
         callbacks = [
@@ -205,8 +241,8 @@ class KerasNetwork:
             )
         result = self.trained.fit(
             self.split(x),
-            self._targets(y),
-            validation_data=(self.split(x_val), self._targets(y_val)),
+            y,
+            validation_data=(self.split(x_val), y_val),
             epochs=int(self.params.get("epochs", 100)),
             batch_size=int(self.params.get("batch_size", 64)),
             callbacks=callbacks,
@@ -249,6 +285,24 @@ class KerasNetwork:
             return out
         return out[:, 0] * self.y_std + self.y_mean
 
+    def predict_others(self, x: np.ndarray) -> list[np.ndarray]:
+        """Predictions for each further target, in the form `predict` gives the objective's."""
+        if not self.others:
+            return []
+        outputs = self.trained.predict(self.split(x), batch_size=PREDICT_BATCH, verbose=0)
+        by_name = dict(zip(self.trained.output_names, outputs, strict=True))
+        out = []
+        for i, (_, task, _) in enumerate(self.others):
+            values = np.asarray(by_name[other_output(i)]).astype(float)
+            if task == "binary":
+                out.append(np.column_stack([1.0 - values[:, 0], values[:, 0]]))
+            elif task == "multiclass":
+                out.append(values)
+            else:
+                mean, std = self.other_scales[i]
+                out.append(values[:, 0] * std + mean)
+        return out
+
     def count_params(self) -> int:
         return int(self.model.count_params())
 
@@ -275,6 +329,15 @@ class KerasNetwork:
         if _plot(self.trained, directory / DIAGRAM_FILE):
             names.append(DIAGRAM_FILE)
         return names
+
+
+def unwrap(outputs: list[Any]) -> Any:
+    """A single output as itself (a one-output model), several as a list."""
+    return outputs[0] if len(outputs) == 1 else outputs
+
+
+def other_output(i: int) -> str:
+    return f"target_{i}"
 
 
 def _rows(inputs: Any, start: int, stop: int) -> Any:

@@ -8,13 +8,7 @@ import numpy as np
 
 from automl.models import Family
 from automl.models.blocks import dense_block
-from automl.models.keras_base import (
-    MAIN_OUTPUT,
-    TRAINING_PARAMS,
-    KerasNetwork,
-    load_network,
-    output_head,
-)
+from automl.models.keras_base import TRAINING_PARAMS, KerasNetwork, load_network, unwrap
 
 MLP_PARAMS = TRAINING_PARAMS | {
     "n_layers",
@@ -49,8 +43,8 @@ class KerasMLP(KerasNetwork):
 
     def graph(self, keras: Any, x: np.ndarray) -> tuple[Any, dict[str, Any], dict[str, float]]:
         inputs = keras.Input(shape=(x.shape[1],), name="features")
-        outputs, loss = output_head(dense_stack(inputs, self.params), self.task, self.n_classes)
-        return keras.Model(inputs, outputs, name="mlp"), {MAIN_OUTPUT: loss}, {}
+        outputs, losses, weights = self.heads(dense_stack(inputs, self.params))
+        return keras.Model(inputs, unwrap(outputs), name="mlp"), losses, weights
 
 
 FAMILIES = [

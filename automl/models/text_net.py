@@ -17,13 +17,7 @@ import numpy as np
 
 from automl.models import Family
 from automl.models.blocks import dense_block
-from automl.models.keras_base import (
-    MAIN_OUTPUT,
-    TRAINING_PARAMS,
-    KerasNetwork,
-    load_network,
-    output_head,
-)
+from automl.models.keras_base import TRAINING_PARAMS, KerasNetwork, load_network, unwrap
 
 TEXT_PARAMS = TRAINING_PARAMS | {
     "max_tokens",
@@ -123,8 +117,8 @@ class TextNet(KerasNetwork):
             branches.append(dense_block(tabular, units, name="tabular"))
         h = branches[0] if len(branches) == 1 else layers.Concatenate(name="merge")(branches)
         h = dense_block(h, units, dropout=dropout, name="head")
-        outputs, loss = output_head(h, self.task, self.n_classes)
-        return keras.Model(inputs, outputs, name="text_net"), {MAIN_OUTPUT: loss}, {}
+        outputs, losses, weights = self.heads(h)
+        return keras.Model(inputs, unwrap(outputs), name="text_net"), losses, weights
 
 
 FAMILIES = [

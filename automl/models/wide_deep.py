@@ -23,6 +23,7 @@ from automl.models.keras_base import (
     KerasNetwork,
     load_network,
     output_head,
+    unwrap,
 )
 from automl.models.keras_mlp import MLP_PARAMS, dense_stack
 
@@ -62,16 +63,13 @@ class WideDeep(KerasNetwork):
             inputs = [wide]
         deep_out = dense_stack(deep, p, prefix="deep")
         merged = layers.Concatenate(name="wide_and_deep")([deep_out, wide])
-        main, loss = output_head(merged, self.task, self.n_classes, name=MAIN_OUTPUT)
-        losses, weights = {MAIN_OUTPUT: loss}, {}
-        outputs = [main]
+        outputs, losses, weights = self.heads(merged)
         if p.get("aux_output", False):
             aux, aux_loss = output_head(deep_out, self.task, self.n_classes, name=AUX_OUTPUT)
             outputs.append(aux)
             losses[AUX_OUTPUT] = aux_loss
-            weights = {MAIN_OUTPUT: 1.0, AUX_OUTPUT: float(p.get("aux_weight", 0.3))}
-        model = keras.Model(inputs, outputs if len(outputs) > 1 else main, name="wide_deep")
-        return model, losses, weights
+            weights |= {MAIN_OUTPUT: 1.0, AUX_OUTPUT: float(p.get("aux_weight", 0.3))}
+        return keras.Model(inputs, unwrap(outputs), name="wide_deep"), losses, weights
 
 
 FAMILIES = [

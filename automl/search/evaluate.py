@@ -30,8 +30,9 @@ from automl.io import (
     write_manifest,
     write_npy_atomic,
 )
-from automl.metrics import EXTRA_METRICS, METRICS, Metric
+from automl.metrics import EXTRA_METRICS, METRICS, Metric, get_metric
 from automl.models import FAMILIES, BuildContext, Family
+from automl.models.per_target import PerTarget
 from automl.preprocess import fit_encoder, layout, transform
 from automl.run import RunDir
 from automl.space import EPOCHS_KEY, SearchSpace
@@ -125,11 +126,14 @@ class Fitted:
     fit_seconds: float
     predict_seconds: float
     n_params: int | None
+    # Further targets: (validation, test) predictions of each, in `Dataset.others` order.
+    others: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
 def _n_params(model: Any) -> int | None:
     count = getattr(model, "count_params", None)
-    return int(count()) if callable(count) else None
+    value = count() if callable(count) else None
+    return int(value) if value is not None else None
 
 
 def check_predictions(pred: np.ndarray, n_rows: int, task: str, n_classes: int) -> None:
@@ -151,17 +155,28 @@ def _fit_once(
     """Fit on the fit rows (validation rows for early stopping); predict validation and test."""
     _, x_fit, x_val, x_test = encoded
     data = ctx.dataset
-    model = family.build(
-        params, replace(build_ctx, log_dir=trial_dir / TENSORBOARD_DIR, work_dir=trial_dir)
-    )
+    build_ctx = replace(build_ctx, log_dir=trial_dir / TENSORBOARD_DIR, work_dir=trial_dir)
+    y_fit, y_val = data.y_fit, data.y_val
+    if data.others:  # one column per target, the objective first
+        y_fit = np.column_stack([y_fit, *(o.y_fit for o in data.others)])
+        y_val = np.column_stack([y_val, *(o.y_val for o in data.others)])
+    if data.others and not family.uses_keras:
+        model: Any = PerTarget(family, params, build_ctx)
+    else:
+        model = family.build(params, build_ctx)
     start = time.perf_counter()
-    model.fit(x_fit, data.y_fit, x_val, data.y_val, deadline=ctx.deadline)
+    model.fit(x_fit, y_fit, x_val, y_val, deadline=ctx.deadline)
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
     val_pred, test_pred = model.predict(x_val), model.predict(x_test)
     predict_seconds = time.perf_counter() - start
+    others = []
+    if data.others:
+        others = list(zip(model.predict_others(x_val), model.predict_others(x_test), strict=True))
     files = model.save(trial_dir)
-    return Fitted(val_pred, test_pred, files, fit_seconds, predict_seconds, _n_params(model))
+    return Fitted(
+        val_pred, test_pred, files, fit_seconds, predict_seconds, _n_params(model), others
+    )
 
 
 def _cross_fit(
@@ -230,6 +245,7 @@ def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResul
         threads=ctx.threads,
         on_epoch=None if ctx.cv else ctx.on_epoch,
         layout=layout(encoded[0]),
+        others=tuple((o.name, o.task, len(o.target.classes)) for o in data.others),
     )
     fit = _cross_fit if ctx.cv else _fit_once
     fitted = fit(family, config.params, build_ctx, ctx, encoded, trial_dir)
@@ -243,6 +259,18 @@ def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResul
         raise TrialFailed(f"validation {ctx.metric.name} is {val_score}")
     test_score = ctx.metric(data.y_test, test_pred)
     extra = {f"test_{m}": METRICS[m](data.y_test, test_pred) for m in EXTRA_METRICS[data.task]}
+    other_files = []
+    for i, (other, (val_other, test_other)) in enumerate(
+        zip(data.others, fitted.others, strict=True)
+    ):
+        check_predictions(val_other, len(y_val), other.task, len(other.target.classes))
+        check_predictions(test_other, len(data.y_test), other.task, len(other.target.classes))
+        metric = get_metric(None, other.task)  # each target scored by its task's metric
+        extra[f"val_{metric.name}[{other.name}]"] = metric(other.y_val, val_other)
+        extra[f"test_{metric.name}[{other.name}]"] = metric(other.y_test, test_other)
+        write_npy_atomic(trial_dir / f"val_pred_target_{i}.npy", val_other)
+        write_npy_atomic(trial_dir / f"test_pred_target_{i}.npy", test_other)
+        other_files += [f"val_pred_target_{i}.npy", f"test_pred_target_{i}.npy"]
 
     buffer = io.BytesIO()
     joblib.dump(encoded[0], buffer)
@@ -254,6 +282,7 @@ def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResul
         {"family": config.family, "params": config.params, "folds": ctx.cv or None},
     )
     names = [*fitted.files, ENCODER_FILE, "val_pred.npy", "test_pred.npy", "config.json"]
+    names += other_files
     result = TrialResult(
         val_score,
         test_score,

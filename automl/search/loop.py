@@ -222,6 +222,7 @@ def run_search(
     scheduler: str = "fifo",
     pruner: str = "median",
     text_columns: list[str] | None = None,
+    other_targets: list[str] | None = None,
     progress: Callable[[str], None] | None = None,
     argv: Sequence[str] | None = None,
 ) -> SearchSummary:
@@ -232,6 +233,8 @@ def run_search(
     if sampler is None:  # each backend's model-based searcher
         sampler = "bayesian" if backend == "keras-tuner" else "tpe"
     _check_args(sampler, backend, trials, time_budget, trial_timeout, cv)
+    if other_targets and cv:
+        raise UserInputError("--cv: not supported with several --target columns yet")
     if pruner not in PRUNERS:
         raise UserInputError(f"--pruner must be one of {', '.join(PRUNERS)}; got {pruner!r}")
     _check_executor(executor, workers, cpus_per_trial, gpus_per_trial, ray_address, scheduler,
@@ -250,6 +253,7 @@ def run_search(
         test_size=test_size,
         seed=seed,
         text_columns=text_columns,
+        other_targets=other_targets,
     )
     check_families_fit_data(space, dataset.schema, data)
     chosen_metric = get_metric(metric, dataset.task)
@@ -266,6 +270,7 @@ def run_search(
         "seed": seed,
         "test_size": test_size,
         "cv": cv or 0,
+        "other_targets": list(other_targets) if other_targets else None,
     }
     resuming = run.exists()
     if resuming:
