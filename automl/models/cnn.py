@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from automl.models import Family
 from automl.models.blocks import CONV_BLOCKS, conv_bn, dense_block
-from automl.models.keras_base import TRAINING_PARAMS, KerasNetwork, load_network, unwrap
+from automl.models.keras_base import TRAINING_PARAMS, KerasNetwork, keras_family, unwrap
 
 CNN_PARAMS = TRAINING_PARAMS | {
     "block",
@@ -64,14 +63,4 @@ class ConvNet(KerasNetwork):
         return keras.Model(inputs, unwrap(outputs), name="cnn"), losses, weights
 
 
-FAMILIES = [
-    Family(
-        "cnn",
-        CNN_PARAMS,
-        "image",
-        lambda params, ctx: ConvNet(params, ctx),
-        load_network,
-        uses_keras=True,
-        needs="image",
-    ),
-]
+FAMILIES = [keras_family(ConvNet, CNN_PARAMS, "image", needs="image")]

@@ -26,7 +26,7 @@ import numpy as np
 
 from automl.errors import TrialFailed
 from automl.io import read_json, verify, write_json_atomic, write_text_atomic
-from automl.models import BuildContext
+from automl.models import BuildContext, Family
 
 MODEL_FILE = "model.keras"
 META_FILE = "keras_meta.json"
@@ -404,3 +404,18 @@ def load_network(directory: Path) -> KerasNetwork:
     network.y_mean, network.y_std = meta["y_mean"], meta["y_std"]
     network.model = keras.saving.load_model(verify(directory, MODEL_FILE), safe_mode=True)
     return network
+
+
+def keras_family(
+    network: type[KerasNetwork], params: frozenset[str], encoding: str, needs: str | None = None
+) -> Family:
+    """The registry entry of a Keras family."""
+    return Family(
+        network.family,
+        params,
+        encoding,
+        lambda config, ctx: network(config, ctx),
+        load_network,
+        uses_keras=True,
+        needs=needs,
+    )

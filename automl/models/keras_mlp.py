@@ -6,9 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from automl.models import Family
 from automl.models.blocks import dense_block
-from automl.models.keras_base import TRAINING_PARAMS, KerasNetwork, load_network, unwrap
+from automl.models.keras_base import TRAINING_PARAMS, KerasNetwork, keras_family, unwrap
 
 MLP_PARAMS = TRAINING_PARAMS | {
     "n_layers",
@@ -47,13 +46,4 @@ class KerasMLP(KerasNetwork):
         return keras.Model(inputs, unwrap(outputs), name="mlp"), losses, weights
 
 
-FAMILIES = [
-    Family(
-        "mlp",
-        MLP_PARAMS,
-        "onehot",
-        lambda params, ctx: KerasMLP(params, ctx),
-        load_network,
-        uses_keras=True,
-    ),
-]
+FAMILIES = [keras_family(KerasMLP, MLP_PARAMS, "onehot")]

@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from automl.models import Family
 from automl.models.blocks import dense_block
-from automl.models.keras_base import TRAINING_PARAMS, KerasNetwork, load_network, unwrap
+from automl.models.keras_base import TRAINING_PARAMS, KerasNetwork, keras_family, unwrap
 
 TEXT_PARAMS = TRAINING_PARAMS | {
     "max_tokens",
@@ -121,17 +120,7 @@ class TextNet(KerasNetwork):
         return keras.Model(inputs, unwrap(outputs), name="text_net"), losses, weights
 
 
-FAMILIES = [
-    Family(
-        "text_net",
-        TEXT_PARAMS,
-        "text",
-        lambda params, ctx: TextNet(params, ctx),
-        load_network,
-        uses_keras=True,
-        needs="text",
-    ),
-]
+FAMILIES = [keras_family(TextNet, TEXT_PARAMS, "text", needs="text")]
 
 
 def _strings(column: np.ndarray) -> Any:

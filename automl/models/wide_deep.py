@@ -16,12 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from automl.models import Family
 from automl.models.keras_base import (
     AUX_OUTPUT,
     MAIN_OUTPUT,
     KerasNetwork,
-    load_network,
+    keras_family,
     output_head,
     unwrap,
 )
@@ -72,13 +71,4 @@ class WideDeep(KerasNetwork):
         return keras.Model(inputs, unwrap(outputs), name="wide_deep"), losses, weights
 
 
-FAMILIES = [
-    Family(
-        "wide_deep",
-        WIDE_DEEP_PARAMS,
-        "onehot",
-        lambda params, ctx: WideDeep(params, ctx),
-        load_network,
-        uses_keras=True,
-    ),
-]
+FAMILIES = [keras_family(WideDeep, WIDE_DEEP_PARAMS, "onehot")]
