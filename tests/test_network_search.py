@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -230,3 +231,37 @@ def test_keras_tuner_bayesian_resumes_with_its_oracle(tmp_path: Path, cli) -> No
     ids = [t.user_attrs.get("keras_tuner_trial") for t in study.trials][1:]
     assert len(study.trials) == 7 and len(set(ids)) == 6  # the oracle went on, no repeats
     assert all(t.state.name == "COMPLETE" for t in study.trials)
+
+
+def test_the_median_rule_compares_a_trial_with_its_own_family_and_fidelity() -> None:
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from automl.search.pruning import FamilyMedianPruner
+
+    family = CategoricalDistribution(["cnn", "mlp"])
+    share = FloatDistribution(0.1, 1.0)
+
+    def trial(name: str, curve: list[float], state: TrialState = TrialState.COMPLETE) -> Any:
+        params = {"family": name} | ({"cnn.subsample": 0.5} if name == "cnn" else {})
+        dists = {"family": family} | ({"cnn.subsample": share} if name == "cnn" else {})
+        return create_trial(
+            state=state,
+            value=curve[-1] if state == TrialState.COMPLETE else None,
+            params=params,
+            distributions=dists,
+            intermediate_values=dict(enumerate(curve, start=1)),
+        )
+
+    study = optuna.create_study(direction="minimize")
+    for _ in range(3):  # fast learners: at epoch 3 they are at 0.3
+        study.add_trial(trial("mlp", [0.5, 0.4, 0.3, 0.3]))
+    pruner = FamilyMedianPruner()
+    slow_cnn = trial("cnn", [2.0, 1.5, 1.0], TrialState.RUNNING)
+    assert not pruner.prune(study, slow_cnn)  # no CNN peers yet: MLP curves do not count
+    for _ in range(3):
+        study.add_trial(trial("cnn", [1.2, 0.8, 0.5, 0.25]))
+    assert pruner.prune(study, slow_cnn)  # worse than the CNNs' median at epoch 3
+    assert not pruner.prune(study, trial("cnn", [2.0, 1.5], TrialState.RUNNING))  # warm-up
+    assert not pruner.prune(study, trial("cnn", [1.0, 0.7, 0.45], TrialState.RUNNING))

@@ -148,8 +148,10 @@ def make_pruner(pruner: str) -> Any:
     """Optuna's pruner for per-epoch reports of the local executor's networks."""
     import optuna
 
-    if pruner == "median":  # worse than the median of earlier trials at the same epoch
-        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2)
+    if pruner == "median":  # worse than the median of the family's peers at the same epoch
+        from automl.search.pruning import FamilyMedianPruner
+
+        return FamilyMedianPruner()
     if pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
     return optuna.pruners.NopPruner()
