@@ -61,7 +61,14 @@ def _pick(trials: pd.DataFrame, before: float, greater_is_better: bool) -> pd.Se
 
 
 def _search_and_ensemble(
-    train: str, test: str, target: str, space: str, budget: float, out: Path, threads: int
+    train: str,
+    test: str,
+    target: str,
+    space: str,
+    budget: float,
+    out: Path,
+    threads: int,
+    recipes: tuple[str, ...] = ("greedy", "nelder_mead", "stacking"),
 ) -> dict[str, Any]:
     from automl.ensemble.build import build_ensemble, load_recipe
     from automl.run import RunDir
@@ -79,7 +86,7 @@ def _search_and_ensemble(
         progress=lambda line: print("   ", line, flush=True),
     )
     ensembles = {}
-    for recipe in ("greedy", "nelder_mead", "stacking"):
+    for recipe in recipes:
         result = build_ensemble(RunDir(out), load_recipe(ROOT / "ensembles" / f"{recipe}.yaml"))
         directory = RunDir(out).ensemble_dir(result["name"])
         ensembles[recipe] = {
@@ -124,7 +131,11 @@ def images(npz: str, minutes: list[float], threads: int, workdir: Path) -> str:
     print(f"[fashion-mnist] {len(y_train)} train / {len(y_test)} test, {budget:.0f}s", flush=True)
     space = str(ROOT / "search_spaces" / "images.yaml")
     run = workdir / "fashion_run"
-    ours = _search_and_ensemble(str(train), str(test), "y", space, budget, run, threads)
+    # Stacking is left out: its cross-validated logistic regression on 10 classes x 10,000
+    # validation rows ran for more than 10 minutes without converging.
+    ours = _search_and_ensemble(
+        str(train), str(test), "y", space, budget, run, threads, ("greedy", "nelder_mead")
+    )
     trials = _completed(run)
 
     lines = [
