@@ -69,20 +69,32 @@ def _log_loss(y: np.ndarray, proba: np.ndarray) -> float:
     return float(-np.mean(np.log(picked)))
 
 
+# Named functions, not lambdas: a metric travels with the trial context to worker processes.
+def _accuracy(y: np.ndarray, proba: np.ndarray) -> float:
+    return float(np.mean(proba.argmax(1) == y))
+
+
+def _balanced_accuracy(y: np.ndarray, proba: np.ndarray) -> float:
+    return float(skm.balanced_accuracy_score(y, proba.argmax(1)))
+
+
+def _rmse(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((y - pred) ** 2)))
+
+
+def _mae(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.mean(np.abs(y - pred)))
+
+
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
         Metric("roc_auc", True, ("binary", "multiclass"), _roc_auc),
         Metric("log_loss", False, ("binary", "multiclass"), _log_loss),
-        Metric("accuracy", True, ("binary", "multiclass"), lambda y, p: np.mean(p.argmax(1) == y)),
-        Metric(
-            "balanced_accuracy",
-            True,
-            ("binary", "multiclass"),
-            lambda y, p: skm.balanced_accuracy_score(y, p.argmax(1)),
-        ),
-        Metric("rmse", False, ("regression",), lambda y, p: np.sqrt(np.mean((y - p) ** 2))),
-        Metric("mae", False, ("regression",), lambda y, p: np.mean(np.abs(y - p))),
+        Metric("accuracy", True, ("binary", "multiclass"), _accuracy),
+        Metric("balanced_accuracy", True, ("binary", "multiclass"), _balanced_accuracy),
+        Metric("rmse", False, ("regression",), _rmse),
+        Metric("mae", False, ("regression",), _mae),
         Metric("r2", True, ("regression",), skm.r2_score),
     )
 }
