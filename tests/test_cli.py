@@ -199,7 +199,7 @@ BAD_INPUT = [
     (
         "unknown backend",
         lambda p: ["--data", "builtin:iris", "--backend", "smac"],
-        r"--backend must be one of optuna, hyperopt; got 'smac'",
+        r"--backend must be one of optuna, hyperopt, keras-tuner; got 'smac'",
     ),
     (
         "negative trials",
