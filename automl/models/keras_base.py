@@ -17,6 +17,7 @@ allotment. Models are saved as `.keras` with only the main output and load with
 
 from __future__ import annotations
 
+import abc
 import os
 import time
 from pathlib import Path
@@ -95,7 +96,7 @@ def make_optimizer(params: dict[str, Any]) -> Any:
     return keras.optimizers.Adam(learning_rate=lr)
 
 
-class KerasNetwork:
+class KerasNetwork(abc.ABC):
     """A Keras functional network with our fit/predict/save contract. Subclasses build it."""
 
     family: ClassVar[str] = ""
@@ -120,10 +121,10 @@ class KerasNetwork:
 
     # -- what a family defines ------------------------------------------------------------
 
+    @abc.abstractmethod
     def graph(self, keras: Any, x: np.ndarray) -> tuple[Any, dict[str, Any], dict[str, float]]:
         """(model, losses by output name, loss weights by output name); the main output is
         named `output`. `x` is the training matrix, for layers that learn from data (adapt)."""
-        raise NotImplementedError
 
     def split(self, x: np.ndarray) -> Any:
         """The encoded matrix as the graph's input(s)."""
