@@ -18,6 +18,10 @@ class TrialFailed(Exception):
     """One trial failed; the search records it and continues."""
 
 
+class RemoteTrialFailed(TrialFailed):
+    """A trial that failed in a worker process; its message is already "Type: message"."""
+
+
 class TrialPruned(Exception):
     """A pruner stopped a trial after epoch `step`: its validation curve was not promising."""
 

@@ -22,6 +22,10 @@ SPENT_ATTR = "spent_seconds"
 
 def error_line(exc: BaseException) -> str:
     """An exception as the one line a failed trial records."""
+    from automl.errors import RemoteTrialFailed
+
+    if isinstance(exc, RemoteTrialFailed):  # the worker's own "Type: message" line
+        return str(exc).strip().splitlines()[0][:500]
     return f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
 
 

@@ -145,7 +145,7 @@ class KerasWorker:
         """`evaluate` in the worker; raises `TrialPruned` or `TrialFailed` as the trial ended."""
         from concurrent.futures.process import BrokenProcessPool
 
-        from automl.errors import TrialPruned
+        from automl.errors import RemoteTrialFailed, TrialPruned
 
         try:
             kind, payload = self._pool().submit(_worker_trial, number, flat, pruning).result()
@@ -155,7 +155,7 @@ class KerasWorker:
         if kind == "pruned":
             raise TrialPruned(payload)
         if kind == "error":
-            raise TrialFailed(payload)
+            raise RemoteTrialFailed(payload)
         return payload
 
     def close(self) -> None:
