@@ -14,7 +14,7 @@ import multiprocessing
 import signal
 from typing import Any
 
-from automl.errors import TrialFailed
+from automl.errors import RemoteTrialFailed, TrialFailed
 from automl.search.evaluate import TrialContext, TrialResult, evaluate
 
 _CONTEXT: Any = None
@@ -63,7 +63,7 @@ def evaluate_isolated(
             process.kill()
         process.join()
     if kind == "error":
-        raise TrialFailed(payload)
+        raise RemoteTrialFailed(payload)
     return payload
 
 
