@@ -32,3 +32,12 @@ class TrialPruned(Exception):
 
 class IntegrityError(UserInputError):
     """An artifact does not match the sha256 recorded when it was written."""
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: message` on one line, for a failed trial's record: the message's first non-empty
+    line (some, like multiprocessing's bootstrapping RuntimeError, start with a newline)."""
+    if isinstance(exc, RemoteTrialFailed):  # already the worker's own "Type: message" line
+        return str(exc).strip().splitlines()[0][:500]
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".strip()[:500]

@@ -57,7 +57,7 @@ def test_images_end_to_end_cnn_beside_trees_on_pixels(tmp_path: Path, cli) -> No
     ]
     run = tmp_path / "run"
     args = ["--data", tmp_path / "fashion.npz", "--target", "y", "--out", run, "--threads", "2"]
-    result = cli("search", *args, "--trials", "3", *[a for s in spaces for a in ("--space", s)])
+    result = cli("search", *args, "--trials", "2", *[a for s in spaces for a in ("--space", s)])
     assert result.code == 0, result.err
     board = pd.read_csv(run / "leaderboard.csv")
     assert set(board.family) == {"cnn", "extra_trees"}
@@ -174,18 +174,18 @@ def test_memory_stays_flat_because_keras_trials_run_in_a_recycled_worker(
         target="target",
         out=tmp_path / "run",
         spaces=[write_space(tmp_path, "mlp.yaml", FAST_MLP)],
-        trials=12,
+        trials=8,
         threads=2,
         pruner="none",
         progress=sample,
     )
-    assert len(rss) == 12
+    assert len(rss) == 8
     # Peaks, not single samples: a sample may catch a worker being replaced.
-    first, later = max(rss[:5]), max(rss[5:])
+    first, later = max(rss[:4]), max(rss[4:])
     growth = later / first - 1
-    print(f"peak RSS over trials 1-5: {first / 2**20:.0f} MiB; 6-12: {later / 2**20:.0f} MiB")
+    print(f"peak RSS over trials 1-4: {first / 2**20:.0f} MiB; 5-8: {later / 2**20:.0f} MiB")
     assert growth < 0.15, [round(r / 2**20) for r in rss]
-    assert len(workers) >= 3  # a fresh worker every 4 trials (plus the fork server)
+    assert len(workers) >= 3  # a second worker after 4 trials (plus the fork server)
 
 
 def test_keras_tuner_hyperband_sets_each_network_s_epochs(tmp_path: Path, cli) -> None:  # noqa: ANN001

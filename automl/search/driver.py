@@ -20,15 +20,6 @@ from automl.space import EPOCHS_ATTR, EPOCHS_KEY, SearchSpace
 SPENT_ATTR = "spent_seconds"
 
 
-def error_line(exc: BaseException) -> str:
-    """An exception as the one line a failed trial records."""
-    from automl.errors import RemoteTrialFailed
-
-    if isinstance(exc, RemoteTrialFailed):  # the worker's own "Type: message" line
-        return str(exc).strip().splitlines()[0][:500]
-    return f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
-
-
 def counts(study: Any) -> tuple[int, int]:
     """Finished trials (complete or failed, interrupted ones excluded) and how many failed."""
     from optuna.trial import TrialState

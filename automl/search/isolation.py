@@ -14,7 +14,7 @@ import multiprocessing
 import signal
 from typing import Any
 
-from automl.errors import RemoteTrialFailed, TrialFailed
+from automl.errors import RemoteTrialFailed, TrialFailed, one_line
 from automl.search.evaluate import TrialContext, TrialResult, evaluate
 
 _CONTEXT: Any = None
@@ -32,8 +32,7 @@ def _child(number: int, flat: dict[str, Any], ctx: TrialContext, conn: Any) -> N
     try:
         conn.send(("ok", evaluate(number, flat, ctx)))
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent as text
-        message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
-        conn.send(("error", message))
+        conn.send(("error", one_line(exc)))
     finally:
         conn.close()
 
@@ -114,7 +113,7 @@ def _worker_trial(number: int, flat: dict[str, Any], pruning: dict[str, Any] | N
     except TrialPruned as exc:
         return ("pruned", exc.step)
     except Exception as exc:  # noqa: BLE001 - a failure goes back to the parent as text
-        return ("error", f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500])
+        return ("error", one_line(exc))
 
 
 class KerasWorker:

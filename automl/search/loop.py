@@ -23,12 +23,12 @@ from typing import Any
 
 from automl.data import data_fingerprint, load_dataset
 from automl.ensemble.build import save_targets
-from automl.errors import TrialPruned, UserInputError
+from automl.errors import TrialPruned, UserInputError, one_line
 from automl.io import write_json_atomic
 from automl.metrics import get_metric
 from automl.models import FAMILIES
 from automl.run import STUDY_NAME, RunDir, RunLock, mask_url
-from automl.search.driver import SearchSettings, StudyDriver, error_line
+from automl.search.driver import SearchSettings, StudyDriver
 from automl.search.evaluate import TrialContext, evaluate
 from automl.search.isolation import KerasWorker, evaluate_isolated
 from automl.search.progress import Progress
@@ -411,7 +411,7 @@ def _loop(settings: SearchSettings, trial_timeout: float | None) -> SearchSummar
             except TrialPruned as exc:
                 driver.pruned_at(trial, flat, exc.step, None)
             except Exception as exc:  # any failure inside a trial is that trial's, not the search's
-                driver.failed_with(trial, flat, error_line(exc))
+                driver.failed_with(trial, flat, one_line(exc))
             else:
                 driver.succeeded(trial, flat, result)
     finally:

@@ -20,8 +20,8 @@ import math
 import os
 from typing import Any
 
-from automl.errors import UserInputError
-from automl.search.driver import SearchSettings, StudyDriver, error_line
+from automl.errors import UserInputError, one_line
+from automl.search.driver import SearchSettings, StudyDriver
 from automl.search.evaluate import TrialContext, TrialResult, evaluate
 
 SCHEDULERS = ("fifo", "asha")
@@ -45,7 +45,7 @@ def _trainable(config: dict[str, Any], ctx: TrialContext, cpus: int) -> None:
     try:
         result = evaluate(config["number"], config["flat"], ctx)
     except Exception as exc:  # a failing trial is reported, not raised: Tune must not retry it
-        report = {"objective": math.inf, "status": "failed", "error": error_line(exc)}
+        report = {"objective": math.inf, "status": "failed", "error": one_line(exc)}
         tune.report(report | {"node": node})
         return
     objective = -result.val_score if metric.greater_is_better else result.val_score
