@@ -240,22 +240,25 @@ class KerasNetwork(abc.ABC):
                     log_dir=str(self.log_dir), write_graph=False, profile_batch=0
                 )
             )
-        result = self.trained.fit(
-            self.split(x),
-            y,
-            validation_data=(self.split(x_val), y_val),
-            epochs=int(self.params.get("epochs", 100)),
-            batch_size=int(self.params.get("batch_size", 64)),
-            callbacks=callbacks,
-            verbose=0,
-        )
-        self.history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
-        losses = self.history.get("loss", [])
-        if not losses or not np.isfinite(losses[-1]):
-            raise TrialFailed("Keras training loss became NaN or infinite")
-        if checkpoint is not None and checkpoint.exists():  # the best epoch, whatever stopped it
-            self.trained.load_weights(str(checkpoint))
-            checkpoint.unlink()
+        try:
+            result = self.trained.fit(
+                self.split(x),
+                y,
+                validation_data=(self.split(x_val), y_val),
+                epochs=int(self.params.get("epochs", 100)),
+                batch_size=int(self.params.get("batch_size", 64)),
+                callbacks=callbacks,
+                verbose=0,
+            )
+            self.history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
+            losses = self.history.get("loss", [])
+            if not losses or not np.isfinite(losses[-1]):
+                raise TrialFailed("Keras training loss became NaN or infinite")
+            if checkpoint is not None and checkpoint.exists():  # the best epoch, whatever stopped
+                self.trained.load_weights(str(checkpoint))
+        finally:  # pruned, failed or done: the checkpoint has served its purpose
+            if checkpoint is not None:
+                checkpoint.unlink(missing_ok=True)
         return self
 
     def _encode_y(self, y: np.ndarray, fit: bool = False) -> np.ndarray:
