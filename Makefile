@@ -29,10 +29,13 @@ browser:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
 		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium >/dev/null; }
 
-# PostgreSQL (Debian's) on loopback for the study-in-PostgreSQL tests.
+# PostgreSQL (Debian's) on loopback for the study-in-PostgreSQL tests. Two pytest workers, one
+# test file each at a time: many tests wait on subprocesses, Ray or a browser, so two halve the
+# wall time on 2 cores; the Ray tests share one file, so never two Ray clusters at once.
 test: install browser
 	$(BIN)/ruff check automl scripts tests
-	AUTOML_TEST_POSTGRES_URL=$$(sh scripts/postgres_for_tests.sh) $(BIN)/python -m pytest -q
+	AUTOML_TEST_POSTGRES_URL=$$(sh scripts/postgres_for_tests.sh) \
+		$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check automl scripts tests
