@@ -123,6 +123,69 @@ def test_local_ray_runs_trials_in_parallel_survives_a_killed_worker_and_resumes(
     assert len(_consistent(out)) == 7
 
 
+def _group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def test_a_killed_driver_resumes_without_losing_or_repeating_a_trial(
+    tmp_path: Path, blood: Path
+) -> None:
+    """SIGKILL the search process while Ray runs two trials: its local Ray goes with it (Ray's
+    reaper), and the re-run keeps every finished trial and runs the interrupted ones once."""
+    spaces = [write_space(tmp_path, "t.yaml", TWO_SECOND_TREES)]
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "automl", "search", "--data", str(blood), "--target",
+               "Class", "--out", str(out), "--space", str(spaces[0]), "--executor", "ray",
+               "--workers", "2", "--trials", "6"]  # fmt: skip
+    driver = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    before: dict[int, float] = {}
+    running: list[int] = []
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not running:
+            time.sleep(0.2)
+            if not (out / "study.db").exists():
+                continue
+            try:
+                trials = optuna.load_study(
+                    study_name=STUDY_NAME, storage=RunDir(out).storage()
+                ).trials
+            except Exception:  # noqa: BLE001 - the study may not exist yet
+                continue
+            done = {t.number: t.value for t in trials if t.state.name == "COMPLETE"}
+            if len(done) >= 2 and any(t.state.name == "RUNNING" for t in trials):
+                driver.send_signal(signal.SIGKILL)
+                before = done
+                running = [t.number for t in trials if t.state.name == "RUNNING"]
+    finally:
+        driver.kill()
+        driver.wait()
+    assert running, "the search finished before it could be killed"
+    deadline = time.time() + 30  # Ray's reaper stops the killed driver's local Ray
+    while (left := [p.pid for p in psutil.process_iter() if _group(p.pid) == driver.pid]) and (
+        time.time() < deadline
+    ):
+        time.sleep(0.5)
+    assert not left, f"the killed driver's Ray processes are still running: {left}"
+
+    again = _search(blood, out, spaces, "--workers", "2", "--trials", "6")
+    assert again.returncode == 0, again.stderr[-3000:]
+    for number in running:
+        assert f"trial {number} was interrupted by the last run" in again.stdout
+    complete = _consistent(out)
+    assert len(complete) == 6  # exactly as many as asked for: nothing lost, nothing extra
+    for trial in complete:
+        if trial.number in before:
+            assert trial.value == before[trial.number]  # finished trials kept, unchanged
+    retried = [t.user_attrs["retry_of"] for t in complete if "retry_of" in t.user_attrs]
+    assert sorted(retried) == sorted(running)  # each interrupted configuration ran once more
+
+
 @pytest.fixture
 def cluster(tmp_path: Path):  # noqa: ANN201
     """A 2-node Ray cluster on 127.0.0.1 (head + one worker, one CPU each), token auth on."""
