@@ -37,7 +37,8 @@ class IntegrityError(UserInputError):
 def one_line(exc: BaseException) -> str:
     """`Type: message` on one line, for a failed trial's record: the message's first non-empty
     line (some, like multiprocessing's bootstrapping RuntimeError, start with a newline)."""
-    if isinstance(exc, RemoteTrialFailed):  # already the worker's own "Type: message" line
-        return str(exc).strip().splitlines()[0][:500]
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}".strip()[:500]
+    first = lines[0] if lines else ""
+    if isinstance(exc, RemoteTrialFailed) and first:  # already the worker's "Type: message"
+        return first[:500]
+    return f"{type(exc).__name__}: {first}".strip()[:500]
