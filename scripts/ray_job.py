@@ -22,9 +22,11 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PATH_FLAGS = {"--data", "--out", "--space", "--test-data"}
+AGENT_WAIT_SECONDS = 120
 EXCLUDES = [".venv", "runs", "artifacts", ".git", "**/__pycache__", ".ruff_cache"]
 
 
@@ -38,6 +40,21 @@ def search_arguments(args: list[str]) -> list[str]:
     if "--ray-address" not in out:
         out += ["--ray-address", "auto"]
     return out
+
+
+def submit(client: Any, **job: Any) -> str:
+    """Submit, waiting for a cluster that is still starting: until its head's job agent has
+    registered, the job server answers 500 "No available agent to submit job, please try
+    again later"."""
+    deadline = time.monotonic() + AGENT_WAIT_SECONDS
+    while True:
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as exc:
+            if "try again later" not in str(exc) or time.monotonic() > deadline:
+                raise
+            print("the cluster's job agent is not ready yet; trying again", flush=True)
+            time.sleep(2)
 
 
 def main() -> int:
@@ -66,7 +83,8 @@ def main() -> int:
     logging.getLogger("ray").setLevel(logging.WARNING)
     entrypoint = shlex.join([args.python, "-m", "automl", "search", *search_arguments(search)])
     client = JobSubmissionClient(args.address)
-    job_id = client.submit_job(
+    job_id = submit(
+        client,
         entrypoint=entrypoint,
         runtime_env={"working_dir": str(ROOT), "excludes": EXCLUDES},
     )

@@ -247,3 +247,36 @@ def test_asha_stops_poor_networks_from_their_epoch_reports(tmp_path: Path, blood
     assert len(records) == 8  # pruned trials count toward --trials, as in optuna
     board = pd.read_csv(tmp_path / "run" / "leaderboard.csv")
     assert (board.status == "pruned").sum() == len(pruned)
+
+
+def test_job_submission_waits_for_a_job_agent_that_is_still_starting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Right after `ray start`, the job server answers 500 until the head's job agent has
+    registered (seen in CI); the submission script tries again instead of failing."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import ray_job
+
+    monkeypatch.setattr(ray_job.time, "sleep", lambda seconds: None)
+
+    class StartingCluster:
+        calls = 0
+
+        def submit_job(self, **job: object) -> str:
+            self.calls += 1
+            if self.calls < 3:
+                raise RuntimeError(
+                    "Request failed with status code 500: No available agent to submit job, "
+                    "please try again later.."
+                )
+            return "raysubmit_1"
+
+    class Refusing:
+        def submit_job(self, **job: object) -> str:
+            raise RuntimeError("Request failed with status code 400: bad runtime_env")
+
+    cluster = StartingCluster()
+    assert ray_job.submit(cluster, entrypoint="automl search") == "raysubmit_1"
+    assert cluster.calls == 3
+    with pytest.raises(RuntimeError, match="status code 400: bad runtime_env"):
+        ray_job.submit(Refusing(), entrypoint="automl search")  # other errors are not retried
