@@ -190,13 +190,18 @@ def test_a_killed_driver_resumes_without_losing_or_repeating_a_trial(
 def cluster(tmp_path: Path):  # noqa: ANN201
     """A 2-node Ray cluster on 127.0.0.1 (head + one worker, one CPU each), token auth on."""
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))
-    port, dashboard = _free_port(), _free_port()
+    port, dashboard, head_agent, worker_agent = (_free_port() for _ in range(4))
     ray = str(Path(sys.executable).parent / "ray")
+    # Each node's dashboard agent gets its own free port: two nodes on one machine would both
+    # take the default 52365 (as would a Ray that another test just stopped), and a head whose
+    # agent could not bind answers every job with "No available agent to submit job".
     head = [ray, "start", "--head", f"--port={port}", "--num-cpus=1",
             "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard}", "--disable-usage-stats"]  # fmt: skip
+            f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={head_agent}",
+            "--disable-usage-stats"]  # fmt: skip
     worker = [ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
-              "--node-ip-address=127.0.0.1", "--disable-usage-stats"]  # fmt: skip
+              "--node-ip-address=127.0.0.1", f"--dashboard-agent-listen-port={worker_agent}",
+              "--disable-usage-stats"]  # fmt: skip
     try:
         for command in (head, worker):
             started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
