@@ -9,10 +9,11 @@ DEMO_DIR := runs/demo
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# constraints.txt: the exact tested versions of every package (pyproject.toml holds ranges).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev,ray,postgres]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,ray,postgres]"
 	touch $(STAMP)
 
 demo: install
@@ -35,11 +36,13 @@ browser:
 test: install browser
 	$(BIN)/ruff check automl scripts tests
 	AUTOML_TEST_POSTGRES_URL=$$(sh scripts/postgres_for_tests.sh) \
-		$(BIN)/python -m pytest -q -n 2 --dist loadfile
+		$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
+	bash scripts/wheel_check.sh
 
 lint: install
 	$(BIN)/ruff check automl scripts tests
 	$(BIN)/ruff format --check automl scripts tests
+	$(BIN)/mypy
 
 benchmark: install
 	$(BIN)/python scripts/benchmark.py --budget 120 \

@@ -16,7 +16,10 @@ EXIT_USER_ERROR = 2
 
 
 def _parser() -> argparse.ArgumentParser:
+    from automl import __version__
+
     parser = argparse.ArgumentParser(prog="automl", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"automl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     search = sub.add_parser("search", help="search models and hyperparameters on a dataset")
@@ -102,7 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="predict new data with the best ensemble or model")
     predict.add_argument("run_dir")
     predict.add_argument("--data", required=True)
-    predict.add_argument("--out", required=True, help="CSV file to write")
+    predict.add_argument(
+        "--out", required=True, help="file to write: CSV, or Parquet for a .parquet name"
+    )
     predict.add_argument("--model", default="best", help="best, best_single or a trial number")
     return parser
 
@@ -192,6 +197,9 @@ def _ensemble(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from automl.io import check_can_write
     from automl.report import write_report
     from automl.run import RunDir
 
@@ -201,11 +209,15 @@ def _report(args: argparse.Namespace) -> int:
         runs = ([args.run_dir] if args.run_dir else []) + args.compare
         if len(runs) < 2:
             raise UserInputError("--compare needs at least two run directories")
+        check_can_write(Path(args.out), "--out")
         print(f"comparison: {write_comparison(runs, args.out)}")
         return 0
     if not args.run_dir:
         raise UserInputError("report needs a RUN_DIR (or --compare RUN_A RUN_B ...)")
-    path = write_report(RunDir(args.run_dir))
+    run = RunDir(args.run_dir)
+    run.info()  # a run directory, before anything is written into it
+    check_can_write(run.path / "report.html", "report")
+    path = write_report(run)
     print(f"report: {path}")
     return 0
 
@@ -214,16 +226,20 @@ def _predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from automl.data import read_table
-    from automl.io import write_text_atomic
+    from automl.io import check_can_write, write_bytes_atomic, write_text_atomic
     from automl.predict import load_predictor
 
     out = Path(args.out)
     if out.is_dir():
-        raise UserInputError(f"--out {out}: is a directory; expected a CSV file path")
+        raise UserInputError(f"--out {out}: is a directory; expected a CSV or Parquet file path")
+    check_can_write(out, "--out")
     predictor = load_predictor(args.run_dir, which=args.model)
     frame = read_table(args.data)
     predictions = predictor.predict_frame(frame, source=args.data)
-    write_text_atomic(out, predictions.to_csv(index=False))
+    if out.suffix.lower() in (".parquet", ".pq"):
+        write_bytes_atomic(out, predictions.to_parquet(index=False))
+    else:
+        write_text_atomic(out, predictions.to_csv(index=False))
     print(f"{len(predictions)} predictions from {predictor.name} written to {out}")
     return 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -65,6 +65,32 @@ def read_table(spec: str) -> pd.DataFrame:
         raise UserInputError(f"{spec}: unknown file type; expected .csv, .csv.gz, .parquet or .npz")
     if frame.shape[0] == 0:
         raise UserInputError(f"{spec}: has a header but no data rows")
+    return frame
+
+
+DataSource: TypeAlias = str | Path | pd.DataFrame  # a file, builtin:NAME, or a frame
+
+
+def source_name(data: DataSource) -> str:
+    """How messages and run.json name the data: its path, or `DataFrame` for a frame."""
+    return "DataFrame" if isinstance(data, pd.DataFrame) else str(data)
+
+
+def read_data(data: DataSource) -> pd.DataFrame:
+    """A file or `builtin:NAME` read with `read_table`, or a copy of a DataFrame, checked the same
+    way (column names as strings, unique, at least one row)."""
+    if not isinstance(data, pd.DataFrame):
+        return read_table(str(data))
+    frame = data.copy()
+    frame.columns = [str(c) for c in frame.columns]
+    names = list(frame.columns)
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise UserInputError(
+            f"DataFrame: duplicate column names {duplicated}; names must be unique"
+        )
+    if frame.shape[0] == 0:
+        raise UserInputError("DataFrame: has columns but no rows")
     return frame
 
 
@@ -131,13 +157,17 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def _read_npz(path: Path) -> pd.DataFrame:
-    """Arrays `x` (N, ...) and `y` (N,): images flattened to columns px_0, px_1, ...; target `y`."""
+    """Arrays `x` (N, ...) and `y` (N,): images flattened to columns px_0, px_1, ...; target `y`.
+    `y` may be absent: new images to predict."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = sorted(archive.files)
-            if "x" not in keys or "y" not in keys:
-                raise UserInputError(f"{path}: .npz must hold arrays 'x' and 'y'; found {keys}")
-            x, y = archive["x"], archive["y"]
+            if "x" not in keys:
+                raise UserInputError(
+                    f"{path}: .npz must hold an array 'x' (and 'y' to train); found {keys}"
+                )
+            x = archive["x"]
+            y = archive["y"] if "y" in keys else np.zeros(len(x))
     except ValueError as exc:
         if "allow_pickle" in str(exc):
             raise UserInputError(
@@ -157,7 +187,8 @@ def _read_npz(path: Path) -> pd.DataFrame:
             f"{path}: expected images x of shape (N, H, W) or (N, H, W, C); got {x.shape}"
         )
     frame = pd.DataFrame(x.reshape(len(x), -1), columns=[f"px_{i}" for i in range(x[0].size)])
-    frame["y"] = y
+    if "y" in keys:
+        frame["y"] = y
     if x.ndim >= 3:  # (N, H, W[, C]): images, whose shape the convolutional families need
         frame.attrs[IMAGE_SHAPE_ATTR] = [*x.shape[1:3], x.shape[3] if x.ndim == 4 else 1]
     return frame
@@ -172,8 +203,14 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     return frame
 
 
-def data_fingerprint(spec: str) -> str:
-    """sha256 of the data file (or of the built-in's name): recorded, and checked on resume."""
+def data_fingerprint(data: DataSource) -> str:
+    """sha256 of the data file (of the built-in's name, of a DataFrame's columns and values):
+    recorded, and checked on resume."""
+    if isinstance(data, pd.DataFrame):
+        digest = hashlib.sha256(repr(list(map(str, data.columns))).encode())
+        digest.update(pd.util.hash_pandas_object(data, index=False).to_numpy().tobytes())
+        return "frame:" + digest.hexdigest()
+    spec = str(data)
     if spec.startswith(BUILTIN_PREFIX):
         return "builtin:" + hashlib.sha256(spec.encode()).hexdigest()
     digest = hashlib.sha256()
@@ -192,17 +229,32 @@ class Schema:
     """Feature columns in order, with their kind; what `predict` data must provide.
 
     `text` columns hold free text (vectorized inside text networks, TF-IDF for the others);
-    `image_shape` (H, W, C) says the numeric columns are an image's pixels, row-major.
+    `image_shape` (H, W, C) says the numeric columns are an image's pixels, row-major;
+    `dates` maps each date column to the parts it becomes (`when` -> `when.year`, ...), which
+    are numeric columns: the models see the parts, `predict` data hold the dates.
     """
 
     numeric: list[str]
     categorical: list[str]
     text: list[str] = field(default_factory=list)
     image_shape: list[int] | None = None
+    dates: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def columns(self) -> list[str]:
+        """The model's feature columns, date parts included."""
         return self.numeric + self.categorical + self.text
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The columns the data must hold: date columns instead of their parts."""
+        parts = {date_part_name(c, p) for c, names in self.dates.items() for p in names}
+        return (
+            [c for c in self.numeric if c not in parts]
+            + self.categorical
+            + self.text
+            + list(self.dates)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -210,6 +262,7 @@ class Schema:
             "categorical": self.categorical,
             "text": self.text,
             "image_shape": self.image_shape,
+            "dates": self.dates,
         }
 
     @classmethod
@@ -219,7 +272,56 @@ class Schema:
             categorical=list(data["categorical"]),
             text=list(data.get("text") or []),
             image_shape=data.get("image_shape"),
+            dates={k: list(v) for k, v in (data.get("dates") or {}).items()},
         )
+
+
+# Dates become the parts AutoGluon's DatetimeFeatureGenerator makes of them: year, month, day
+# and weekday, and the hour when any value has a time of day. A column of strings is a date
+# column when every value starts like a date (2024-03-01, 01/03/2024, 2024.3.1) and parses.
+DATE_PARTS = ("year", "month", "day", "weekday", "hour")
+_DATE_START = r"^\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}"
+
+
+def date_part_name(column: str, part: str) -> str:
+    return f"{column}.{part}"
+
+
+def _parse_dates(values: pd.Series) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values
+    return pd.to_datetime(values.astype("string"), errors="coerce", format="mixed")
+
+
+def looks_like_dates(values: pd.Series) -> bool:
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return True
+    present = values.dropna()
+    if len(present) == 0 or pd.api.types.is_numeric_dtype(present):
+        return False
+    sample = present.astype(str).iloc[:1000]
+    if not sample.str.match(_DATE_START).all():
+        return False
+    return bool(_parse_dates(sample).notna().all())
+
+
+def date_parts(values: pd.Series) -> list[str]:
+    parsed = _parse_dates(values).dropna()
+    with_time = len(parsed) and bool((parsed.dt.hour != 0).any())
+    return [p for p in DATE_PARTS if p != "hour" or with_time]
+
+
+def expand_dates(frame: pd.DataFrame, dates: dict[str, list[str]]) -> pd.DataFrame:
+    """Add each date column's parts as float columns; a value that does not parse is missing."""
+    if not dates:
+        return frame
+    frame = frame.copy()
+    for column, parts in dates.items():
+        parsed = _parse_dates(frame[column])
+        for part in parts:
+            values = parsed.dt.weekday if part == "weekday" else getattr(parsed.dt, part)
+            frame[date_part_name(column, part)] = values.astype(float)
+    return frame
 
 
 # A string column is free text when its values are mostly distinct and several words long.
@@ -250,13 +352,19 @@ def infer_schema(
             raise UserInputError(
                 f"--text-columns: {source} has no column(s) {', '.join(map(repr, unknown))}"
             )
-    numeric, categorical, text = [], [], []
+    numeric: list[str] = []
+    categorical: list[str] = []
+    text: list[str] = []
+    dates: dict[str, list[str]] = {}
     for column in features.columns:
         values = features[column]
         if values.isna().all():
             continue  # carries no information; predict data need not have it either
         if text_columns is not None and column in text_columns:
             text.append(column)
+        elif looks_like_dates(values):
+            dates[column] = date_parts(values)
+            numeric.extend(date_part_name(column, part) for part in dates[column])
         elif pd.api.types.is_bool_dtype(values):
             categorical.append(column)
         elif pd.api.types.is_numeric_dtype(values) or _mostly_numeric(values, source, column):
@@ -267,7 +375,7 @@ def infer_schema(
             categorical.append(column)
     if not numeric and not categorical and not text:
         raise UserInputError(f"{source}: no feature columns with values besides the target")
-    return Schema(numeric=numeric, categorical=categorical, text=text)
+    return Schema(numeric=numeric, categorical=categorical, text=text, dates=dates)
 
 
 def _mostly_numeric(values: pd.Series, source: str, column: str) -> bool:
@@ -287,14 +395,15 @@ def _mostly_numeric(values: pd.Series, source: str, column: str) -> bool:
 
 
 def coerce_features(frame: pd.DataFrame, schema: Schema, source: str) -> pd.DataFrame:
-    """The schema's columns in order, numeric ones as float; checks what predict is given."""
-    missing = [c for c in schema.columns if c not in frame.columns]
+    """The schema's columns in order, numeric ones as float, dates as their parts; checks what
+    predict is given."""
+    missing = [c for c in schema.input_columns if c not in frame.columns]
     if missing:
         shown = ", ".join(repr(c) for c in missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise UserInputError(
             f"{source}: missing feature column(s) {shown}; the model was trained on them"
         )
-    out = frame[schema.columns].copy()
+    out = expand_dates(frame, schema.dates)[schema.columns].copy()
     for column in schema.numeric:
         values = out[column]
         if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
@@ -444,11 +553,11 @@ def split_target(frame: pd.DataFrame, target: str, source: str) -> tuple[pd.Data
 
 
 def load_dataset(
-    data: str,
+    data: DataSource,
     target: str,
     *,
     task: str | None = None,
-    test_data: str | None = None,
+    test_data: DataSource | None = None,
     test_size: float = 0.2,
     val_size: float = 0.2,
     seed: int = 0,
@@ -468,7 +577,8 @@ def load_dataset(
 
     if not 0 < test_size < 1:
         raise UserInputError(f"--test-size must be between 0 and 1 (exclusive); got {test_size}")
-    frame = read_table(data)
+    frame = read_data(data)
+    data = source_name(data)  # from here on, the name messages use
     image_shape = frame.attrs.get(IMAGE_SHAPE_ATTR)
     other_y: dict[str, pd.Series] = {}
     for name in others:  # rows missing any target are left out, as for the objective
@@ -488,7 +598,9 @@ def load_dataset(
     y_all = tgt.encode(y) if tgt.task != "regression" else pd.to_numeric(y).to_numpy(float)
 
     if test_data is not None:
-        test_features, test_y = split_target(read_table(test_data), target, test_data)
+        test_frame = read_data(test_data)
+        test_data = source_name(test_data)
+        test_features, test_y = split_target(test_frame, target, test_data)
         x_train, y_train = x_all, y_all
         x_test = coerce_features(test_features, schema, test_data)
         unknown = set(map(_label, test_y)) - set(tgt.classes) if tgt.task != "regression" else set()

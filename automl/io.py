@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from automl.errors import IntegrityError
+from automl.errors import IntegrityError, UserInputError
 
 MANIFEST = "manifest.json"
 
@@ -44,6 +44,26 @@ def write_npy_atomic(path: Path, array: Any) -> None:
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(array), allow_pickle=False)
     write_bytes_atomic(path, buffer.getvalue())
+
+
+def check_can_write(path: Path, label: str) -> None:
+    """Refuse, with one line, a path that cannot be created or written, before any work is done
+    and without creating anything: its nearest existing ancestor must be a folder that takes a
+    file (a probe, removed at once; permission bits alone say nothing for root)."""
+    path = Path(path)
+    ancestor = path if path.is_dir() else path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserInputError(f"{label} {path}: cannot be created; {ancestor} is a file")
+    try:
+        fd, probe = tempfile.mkstemp(dir=ancestor, prefix=".automl-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserInputError(
+            f"{label} {path}: cannot write in {ancestor} ({exc.strerror or type(exc).__name__})"
+        ) from None
 
 
 def write_text_atomic(path: Path, text: str) -> None:

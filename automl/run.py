@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from automl.errors import UserInputError
-from automl.io import read_json, verify
+from automl.io import check_can_write, read_json, verify
 
 RUN_FILE = "run.json"
 STUDY_NAME = "automl"
@@ -82,6 +82,7 @@ class RunDir:
     def check_out_path(self) -> None:
         if self.path.exists() and not self.path.is_dir():
             raise UserInputError(f"--out {self.path}: is a file; expected a directory for the run")
+        check_can_write(self.path, "--out")
 
 
 @dataclass

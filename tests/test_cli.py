@@ -317,12 +317,12 @@ MORE_BAD_INPUT = [
     (
         "npz without y",
         lambda p: ["--data", _npz(p, x=np.zeros((30, 4, 4))), "--target", "y"],
-        r"d\.npz: \.npz must hold arrays 'x' and 'y'; found \['x'\]",
+        r"d\.npz: no column 'y'; columns are 'px_0', 'px_1'",
     ),
     (
         "npz without x",
         lambda p: ["--data", _npz(p, y=np.zeros(30)), "--target", "y"],
-        r"d\.npz: \.npz must hold arrays 'x' and 'y'; found \['y'\]",
+        r"d\.npz: \.npz must hold an array 'x' \(and 'y' to train\); found \['y'\]",
     ),
     (
         "images of mixed sizes",
@@ -465,3 +465,13 @@ def test_fashion_mnist_npz_searches_on_flattened_pixels(tmp_path: Path, cli) -> 
     assert result.code == 0, result.err
     board = pd.read_csv(tmp_path / "run" / "leaderboard.csv")
     assert board.test_score.iloc[0] > 0.6  # ten classes: chance is 0.1
+
+    # New images come without labels: an .npz holding `x` alone is predicted.
+    new = tmp_path / "new"
+    new.mkdir()
+    unlabelled = _npz(new, x=x[:50])
+    result = cli("predict", tmp_path / "run", "--data", unlabelled, "--out", tmp_path / "p.csv")
+    assert result.code == 0, result.err
+    predicted = pd.read_csv(tmp_path / "p.csv")
+    assert len(predicted) == 50
+    assert (predicted.prediction.to_numpy() == y[:50]).mean() > 0.6

@@ -71,6 +71,10 @@ class Recipe:
 
 
 def load_recipe(path: str | Path) -> Recipe:
+    """A recipe from a YAML file, or from the name of a bundled one (`greedy`)."""
+    from automl.resources import recipe_path
+
+    path = recipe_path(path)
     source = str(path)
     if not Path(path).exists():
         raise UserInputError(f"{source}: recipe file not found")

@@ -208,7 +208,8 @@ def _facts(run: RunDir, info: dict, records: list[TrialRecord], metric: Metric) 
         "rows": ", ".join(f"{k} {v}" for k, v in info.get("rows", {}).items()),
         "validation": f"{info['cv']}-fold cross-fitting" if info.get("cv") else "holdout split",
         "features": f"{len(info['schema']['numeric'])} numeric, "
-        f"{len(info['schema']['categorical'])} categorical",
+        f"{len(info['schema']['categorical'])} categorical"
+        + (f", dates {', '.join(info['schema']['dates'])}" if info["schema"].get("dates") else ""),
         "columns": ", ".join(columns[:60]) + (" ..." if len(columns) > 60 else ""),
         "search": f"{info.get('backend')}/{info.get('sampler')}, seed {info['seed']}",
         "executor": f"{attrs.get('executor', 'local')}, "
@@ -218,7 +219,8 @@ def _facts(run: RunDir, info: dict, records: list[TrialRecord], metric: Metric) 
         else f"{spent:.0f} s used (no time budget; trial count)",
         "trials": f"{counts['complete']} completed, {counts['failed']} failed, "
         f"{counts['pruned']} pruned, {counts['interrupted']} interrupted and re-run",
-        "spaces": ", ".join(info.get("space_files", [])),
+        "spaces": ", ".join(info.get("space_files", []))
+        + (f" ({info['space_choice']})" if info.get("space_choice", "given") != "given" else ""),
         "storage": info["storage"],
         "command": " ".join(info.get("command") or []),
         "created": info.get("created", ""),

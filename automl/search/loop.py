@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from automl.data import data_fingerprint, load_dataset
+from automl.data import DataSource, Schema, data_fingerprint, load_dataset, source_name
 from automl.ensemble.build import save_targets
 from automl.errors import TrialPruned, UserInputError, one_line
 from automl.io import write_json_atomic
 from automl.metrics import get_metric
 from automl.models import FAMILIES
+from automl.resources import space_path
 from automl.run import STUDY_NAME, RunDir, RunLock, mask_url
 from automl.search.driver import SearchSettings, StudyDriver
 from automl.search.evaluate import TrialContext, evaluate
@@ -40,7 +41,6 @@ SAMPLERS = {  # by backend
     "hyperopt": ("tpe", "random"),
     "keras-tuner": ("random", "bayesian", "hyperband"),
 }
-DEFAULT_SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "tabular.yaml"
 DEFAULT_TRIALS = 50
 
 
@@ -197,9 +197,19 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def default_space(schema: Schema) -> tuple[str, str]:
+    """The bundled space for data given no `spaces`, and why: images get the image bundle
+    (CNNs), text columns the text bundle, anything else the tabular one."""
+    if schema.image_shape:
+        return "images", "the data are images"
+    if schema.text:
+        return "text", f"text column(s) {', '.join(schema.text)}"
+    return "tabular", "tabular data"
+
+
 def run_search(
     *,
-    data: str,
+    data: DataSource,
     target: str,
     out: str | Path,
     spaces: Sequence[str | Path] | None = None,
@@ -209,7 +219,7 @@ def run_search(
     time_budget: float | None = None,
     seed: int = 0,
     test_size: float = 0.2,
-    test_data: str | None = None,
+    test_data: DataSource | None = None,
     storage: str | None = None,
     task: str | None = None,
     metric: str | None = None,
@@ -228,7 +238,12 @@ def run_search(
     progress: Callable[[str], None] | None = None,
     argv: Sequence[str] | None = None,
 ) -> SearchSummary:
-    """Search `spaces` on `data` and record every trial in `out`; re-running resumes."""
+    """Search `spaces` on `data` (a file, `builtin:NAME` or a DataFrame) for the `target`
+    column, and record every trial in the run directory `out`; re-running resumes.
+
+    With no `spaces`, the data choose a bundled one (`default_space`). Stops after `trials`
+    finished trials or `time_budget` seconds, whichever comes first (50 trials when neither
+    is given). Raises `UserInputError` for bad input, before anything is written."""
     started = time.time()
     live = Progress() if progress is None else None
     say = progress or live.say  # type: ignore[union-attr]
@@ -245,8 +260,6 @@ def run_search(
         trials = DEFAULT_TRIALS
     run = RunDir(out)
     run.check_out_path()
-    space_files = [str(Path(s)) for s in (spaces or [DEFAULT_SPACE])]
-    space = SearchSpace.from_files(space_files)
     dataset = load_dataset(
         data,
         target,
@@ -257,15 +270,25 @@ def run_search(
         text_columns=text_columns,
         other_targets=other_targets,
     )
-    check_families_fit_data(space, dataset.schema, data)
+    space_choice = "given"
+    if spaces:
+        space_files = [str(space_path(s)) for s in spaces]
+    else:
+        bundle, why = default_space(dataset.schema)
+        say(f"search space: the bundled {bundle!r} ({why}); pass a space to choose another")
+        space_files = [str(space_path(bundle))]
+        space_choice = f"the bundled {bundle!r}, chosen by the data ({why})"
+    space = SearchSpace.from_files(space_files)
+    data_name = source_name(data)
+    check_families_fit_data(space, dataset.schema, data_name)
     chosen_metric = get_metric(metric, dataset.task)
     storage_url = storage or run.default_storage()
 
     identity = {
-        "data": data,
+        "data": data_name,
         "data_sha256": data_fingerprint(data),
-        "test_data": test_data,
-        "test_data_sha256": data_fingerprint(test_data) if test_data else None,
+        "test_data": source_name(test_data) if test_data is not None else None,
+        "test_data_sha256": data_fingerprint(test_data) if test_data is not None else None,
         "target": target,
         "task": dataset.task,
         "metric": chosen_metric.name,
@@ -315,6 +338,7 @@ def run_search(
                     run.run_file,
                     identity
                     | _run_facts(dataset, space, space_files, sampler, backend, storage_url, argv)
+                    | {"space_choice": space_choice}
                     | (
                         {
                             "rows": {
