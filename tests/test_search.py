@@ -251,3 +251,39 @@ def test_storage_url_elsewhere_holds_the_study(tmp_path: Path, blood_search) -> 
     blood_search(FAST_LINEAR, trials=3)  # no --storage: resume finds the study from run.json
     study = optuna.load_study(study_name=STUDY_NAME, storage=url)
     assert len(study.trials) == 3
+
+
+def _ask(study: optuna.Study, space: SearchSpace, proposer: HyperoptProposer | None) -> tuple:
+    from automl.search.hyperopt_adapter import enqueue_proposal
+
+    if proposer is not None:
+        enqueue_proposal(study, proposer)
+    trial = study.ask()
+    return trial, space.suggest(trial)
+
+
+@pytest.mark.parametrize("backend", ["optuna", "hyperopt"])
+def test_a_pruned_trial_and_a_running_one_are_not_proposed_again(backend: str) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = SearchSpace.from_files([SPACES / "tabular.yaml"])
+    study = optuna.create_study(sampler=make_sampler("tpe", backend, seed=0))
+    proposer = HyperoptProposer(space, "tpe", 0, minimize=True) if backend == "hyperopt" else None
+    for _ in range(12):  # past the random start-up trials: TPE models the history now
+        trial, flat = _ask(study, space, proposer)
+        study.tell(trial, toy_loss(flat))
+    # Hyperopt's random stream was keyed by the number of finished trials, which a pruned
+    # trial does not change: the next proposal was the pruned one again.
+    trial, pruned = _ask(study, space, proposer)
+    trial.report(1.5, 1)
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    running, after_pruned = _ask(study, space, proposer)
+    assert after_pruned != pruned
+    # Two workers asking at once: the first proposal is still running (constant liar).
+    _, concurrent = _ask(study, space, proposer)
+    assert concurrent != after_pruned
+    assert running.number + 1 == study.trials[-1].number
+
+
+def test_optuna_tpe_lies_about_running_trials() -> None:
+    sampler = make_sampler("tpe", "optuna", seed=0)
+    assert sampler._constant_liar is True

@@ -14,6 +14,7 @@ from typing import Any
 
 from automl.run import RunDir
 from automl.search.evaluate import TrialContext, TrialResult
+from automl.search.hyperopt_adapter import enqueue_proposal
 from automl.search.progress import Progress, status_line
 from automl.space import EPOCHS_ATTR, EPOCHS_KEY, SearchSpace
 
@@ -162,14 +163,7 @@ class StudyDriver:
         study = self.study
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if self.proposer is not None and not waiting:
-            history = [
-                (t.params, t.value if t.state == TrialState.COMPLETE else None)
-                for t in study.get_trials(
-                    deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)
-                )
-                if not t.user_attrs.get("interrupted")
-            ]
-            study.enqueue_trial(self.proposer.propose(history))
+            enqueue_proposal(study, self.proposer)
         elif self.oracle is not None and not waiting:
             proposal, attrs = self.oracle.propose()
             study.enqueue_trial(proposal, user_attrs=attrs)

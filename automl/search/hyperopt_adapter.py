@@ -107,12 +107,26 @@ class HyperoptProposer:
         self.algo = partial(tpe.suggest, n_startup_jobs=10) if algorithm == "tpe" else rand.suggest
         self.domain = Domain(lambda config: 0.0, to_hyperopt(space))
 
-    def propose(self, finished: list[tuple[dict[str, Any], float | None]]) -> dict[str, Any]:
-        """Next flat configuration given (flat params, value or None if failed) of past trials."""
+    def propose(
+        self,
+        finished: list[tuple[dict[str, Any], float | None]],
+        running: list[dict[str, Any]] | None = None,
+        stream: int | None = None,
+    ) -> dict[str, Any]:
+        """Next flat configuration given (flat params, value or None if failed) of past trials.
+
+        `running` trials (proposed, not finished) join the history with a constant lie, the
+        worst value seen so far, as optuna's TPE does with `constant_liar`: two workers are not
+        handed the same region twice. `stream` keys the random stream: the number of trials
+        the study has asked for, so a trial that adds nothing to `finished` (pruned, running)
+        still moves it on, and the next proposal differs."""
         from hyperopt import JOB_STATE_DONE, STATUS_FAIL, STATUS_OK, Trials, space_eval
 
+        values = [v for _, v in finished if v is not None and math.isfinite(v)]
+        lie = (max(values) if self.minimize else min(values)) if values else None
+        history_points = list(finished) + [(flat, lie) for flat in running or []]
         history = Trials()
-        for tid, (flat, value) in enumerate(finished):
+        for tid, (flat, value) in enumerate(history_points):
             vals = hyperopt_vals(self.space, flat)
             misc = {
                 "tid": tid,
@@ -130,7 +144,8 @@ class HyperoptProposer:
             history.insert_trial_docs([doc])
         history.refresh()
         new_id = history.new_trial_ids(1)
-        rng = np.random.default_rng([self.seed, len(finished)])  # distinct streams per seed
+        position = len(history_points) if stream is None else stream
+        rng = np.random.default_rng([self.seed, position])  # distinct streams per seed
         (doc,) = self.algo(new_id, self.domain, history, int(rng.integers(2**31 - 1)))
         point = {k: v[0] for k, v in doc["misc"]["vals"].items() if v}
         sampled = space_eval(self.domain.expr, point)
@@ -140,3 +155,31 @@ class HyperoptProposer:
             for k, v in flat.items()
             if k == FAMILY_KEY or self.space.param(k).type != "fixed"
         }
+
+
+def _value_for_proposer(trial: Any) -> float | None:
+    """A finished trial's value for hyperopt: the objective, a pruned trial's last reported
+    score (as optuna's TPE reads it), None for a failure."""
+    from optuna.trial import TrialState
+
+    if trial.state == TrialState.COMPLETE:
+        return float(trial.value)
+    if trial.state == TrialState.PRUNED and trial.intermediate_values:
+        return float(trial.intermediate_values[max(trial.intermediate_values)])
+    return None
+
+
+def enqueue_proposal(study: Any, proposer: HyperoptProposer) -> None:
+    """Ask hyperopt for the next configuration given everything in the study (finished,
+    pruned and, with a constant lie, running trials) and queue it as the next trial."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    history = [
+        (t.params, _value_for_proposer(t))
+        for t in trials
+        if t.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+        and not t.user_attrs.get("interrupted")
+    ]
+    running = [t.params for t in trials if t.state == TrialState.RUNNING and FAMILY_KEY in t.params]
+    study.enqueue_trial(proposer.propose(history, running, stream=len(trials)))

@@ -134,8 +134,10 @@ def make_sampler(sampler: str, backend: str, seed: int) -> Any:
     if sampler == "tpe" and backend == "optuna":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # multivariate/group are marked experimental
+            # constant_liar: trials still running count as the worst value seen, so parallel
+            # workers are not all sent to the same promising region.
             return optuna.samplers.TPESampler(
-                seed=seed, multivariate=True, group=True, n_startup_trials=10
+                seed=seed, multivariate=True, group=True, n_startup_trials=10, constant_liar=True
             )
     # Random, and the hyperopt backend (whose points are all enqueued, never sampled here).
     return optuna.samplers.RandomSampler(seed=seed)
