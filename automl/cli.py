@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     ensemble = sub.add_parser("ensemble", help="fit ensembles on a run's saved predictions")
     ensemble.add_argument("run_dir")
     ensemble.add_argument(
-        "--method", action="append", help="nelder-mead, greedy, stacking or mean (repeatable)"
+        "--method", action="append", help="optimized, greedy, stacking or mean (repeatable)"
     )
     ensemble.add_argument("--recipe", action="append", help="ensembles/*.yaml recipe (repeatable)")
     ensemble.add_argument("--top-k", type=int, default=20, help="members in the pool (default 20)")
@@ -169,7 +169,7 @@ def _search(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def _ensemble(args: argparse.Namespace) -> int:
     from automl.ensemble import METHODS
-    from automl.ensemble.build import Recipe, build_ensemble, load_recipe
+    from automl.ensemble.build import RENAMED_NELDER_MEAD, Recipe, build_ensemble, load_recipe
     from automl.report import format_table, write_leaderboard
     from automl.run import RunDir
 
@@ -179,6 +179,8 @@ def _ensemble(args: argparse.Namespace) -> int:
         raise UserInputError(f"--top-k must be a positive whole number; got {args.top_k}")
     recipes = [load_recipe(path) for path in args.recipe or []]
     for method in args.method or ([] if recipes else list(METHODS)):
+        if method == "nelder-mead":
+            raise UserInputError(f"--method: {RENAMED_NELDER_MEAD}")
         if method not in METHODS:
             raise UserInputError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
         recipes.append(Recipe(method=method, top_k=args.top_k))

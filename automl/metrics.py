@@ -99,6 +99,81 @@ METRICS: dict[str, Metric] = {
     )
 }
 
+# --------------------------------------------------------------------------------------------
+# The same metrics over a batch of candidate predictions at once (greedy ensembling scores every
+# member's addition at each step): exactly the values of the functions above, vectorized.
+
+
+def _batched_binary_auc(y: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """Mann-Whitney AUC of each row of `proba[..., 1]`, ties at their average rank (as
+    `_binary_auc`); rows without ties take the fast path."""
+    scores = np.ascontiguousarray(proba[..., 1])
+    positive = np.asarray(y) == 1
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return np.full(len(scores), np.nan)
+    n = scores.shape[1]
+    order = np.argsort(scores, axis=1)
+    ordered = np.take_along_axis(scores, order, axis=1)
+    picked = positive[order]
+    rank_sum = picked @ np.arange(1.0, n + 1.0)  # ranks without ties
+    tied = np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))
+    if len(tied):  # rows with ties: each tie group at its average rank
+        ordered, picked = ordered[tied], picked[tied]
+        position = np.arange(n)
+        starts = np.ones(ordered.shape, dtype=bool)
+        starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+        ends = np.ones(ordered.shape, dtype=bool)
+        ends[:, :-1] = starts[:, 1:]
+        first = np.maximum.accumulate(np.where(starts, position, 0), axis=1)
+        last = np.minimum.accumulate(np.where(ends, position, n - 1)[:, ::-1], axis=1)[:, ::-1]
+        rank_sum[tied] = np.where(picked, (first + last) / 2.0 + 1.0, 0.0).sum(axis=1)
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def _batched_log_loss(y: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    rows = np.arange(proba.shape[1])
+    picked = np.maximum(proba[:, rows, np.asarray(y, dtype=int)], EPS)
+    # Clipping at EPS changes a row's sum only if some probability is below EPS (rare).
+    ones = np.ones(proba.shape[2])  # a matrix product sums a short last axis 10x faster
+    totals = proba @ ones if proba.min() >= EPS else np.clip(proba, EPS, 1.0) @ ones
+    return -np.mean(np.log(np.minimum(picked, 1.0) / totals), axis=1)
+
+
+def _batched_accuracy(y: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    return np.mean(proba.argmax(axis=2) == np.asarray(y), axis=1)
+
+
+def _batched_rmse(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.mean((pred - np.asarray(y)) ** 2, axis=1))
+
+
+def _batched_mae(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    return np.mean(np.abs(pred - np.asarray(y)), axis=1)
+
+
+_BATCHED = {
+    "log_loss": _batched_log_loss,
+    "accuracy": _batched_accuracy,
+    "rmse": _batched_rmse,
+    "mae": _batched_mae,
+}
+
+
+def batched_errors(metric: Metric, y: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """`metric.error(y, c)` for each candidate `c` along the first axis, vectorized where the
+    metric allows (every default metric), one by one otherwise."""
+    fn = _BATCHED.get(metric.name)
+    if metric.name == "roc_auc" and candidates.ndim == 3 and candidates.shape[2] == 2:
+        fn = _batched_binary_auc
+    if fn is None:
+        values = np.array([metric(y, c) for c in candidates])
+    else:
+        values = np.asarray(fn(y, candidates), dtype=float)
+    return -values if metric.greater_is_better else values
+
+
 DEFAULT_METRIC = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}
 # Reported beside the objective on the leaderboard.
 EXTRA_METRICS = {"binary": ("accuracy",), "multiclass": ("accuracy",), "regression": ("r2",)}

@@ -53,7 +53,7 @@ def test_search_ensemble_report_predict_end_to_end(tmp_path: Path, cli) -> None:
 
     result = cli("ensemble", run)
     assert result.code == 0, result.err
-    assert "ensemble nelder-mead: val roc_auc" in result.out
+    assert "ensemble optimized: val roc_auc" in result.out
     weights = json.loads((run / "ensembles" / "greedy" / "weights.json").read_text())
     assert pytest.approx(sum(m["weight"] for m in weights["members"])) == 1.0
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from automl.ensemble import GreedyEnsemble, MeanEnsemble, NelderMeadEnsemble, StackingEnsemble
+from automl.ensemble import GreedyEnsemble, MeanEnsemble, OptimizedWeightsEnsemble, StackingEnsemble
 from automl.ensemble.insight import describe, signed_gain, split_half_check
-from automl.ensemble.nelder_mead import to_weights
+from automl.ensemble.surrogate import logits_for, softmax_weights
 from automl.metrics import METRICS
 
 RMSE = METRICS["rmse"]
@@ -40,7 +40,7 @@ def test_member_identical_to_the_truth_gets_almost_all_weight() -> None:
     rng = np.random.default_rng(0)
     y = rng.normal(size=400)
     members = [y + rng.normal(scale=1.0, size=400), y.copy(), rng.normal(size=400)]
-    ensemble = NelderMeadEnsemble(RMSE).fit(members, y)
+    ensemble = OptimizedWeightsEnsemble(RMSE).fit(members, y)
     assert ensemble.weights_[1] > 0.99
     assert ensemble.score(members, y) < 0.01
 
@@ -50,20 +50,20 @@ def test_perfectly_correlated_members_split_weight_without_changing_the_score() 
     y = rng.normal(size=300)
     a = y + rng.normal(scale=0.5, size=300)
     b = y + rng.normal(scale=0.7, size=300)
-    alone = NelderMeadEnsemble(RMSE).fit([a, b], y)
-    twins = NelderMeadEnsemble(RMSE).fit([a, a.copy(), b], y)
+    alone = OptimizedWeightsEnsemble(RMSE).fit([a, b], y)
+    twins = OptimizedWeightsEnsemble(RMSE).fit([a, a.copy(), b], y)
     assert twins.score([a, a, b], y) == pytest.approx(alone.score([a, b], y), abs=1e-4)
     assert twins.weights_[0] + twins.weights_[1] == pytest.approx(alone.weights_[0], abs=1e-2)
 
 
-def test_nelder_mead_never_ends_worse_than_its_best_start() -> None:
+def test_optimized_weights_never_end_worse_than_its_best_start() -> None:
     rng = np.random.default_rng(2)
     y = rng.integers(0, 3, size=200)
     members = []
     for noise in (0.5, 1.0, 2.0, 3.0, 5.0):
         logits = np.eye(3)[y] * 2 + rng.normal(scale=noise, size=(200, 3))
         members.append(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True))
-    ensemble = NelderMeadEnsemble(LOG_LOSS).fit(members, y)
+    ensemble = OptimizedWeightsEnsemble(LOG_LOSS).fit(members, y)
     best_start = min(s["start_error"] for s in ensemble.starts_.values())
     assert LOG_LOSS(y, ensemble.predict(members)) <= best_start + 1e-12
     assert set(ensemble.starts_) == {"uniform", "greedy", "best"}
@@ -71,9 +71,13 @@ def test_nelder_mead_never_ends_worse_than_its_best_start() -> None:
     assert ensemble.weights_.sum() == pytest.approx(1.0)
 
 
-def test_weights_parametrization_is_always_valid() -> None:
-    w = to_weights(np.array([-2.0, 0.0, 1.0, 1.0]))
-    np.testing.assert_allclose(w, [0.5, 0.0, 0.25, 0.25])
+def test_weights_parametrization_is_always_valid_and_has_no_flat_direction() -> None:
+    w = softmax_weights(np.array([np.log(2.0), 0.0, np.log(5.0)]))
+    np.testing.assert_allclose(w, [1 / 9, 2 / 9, 1 / 9, 5 / 9])
+    np.testing.assert_allclose(softmax_weights(logits_for(w)), w)
+    # n-1 free logits for n weights: a shifted point is another weighting, not the same one.
+    assert not np.allclose(softmax_weights(np.array([1.0, 1.0, 1.0])), w)
+    assert softmax_weights(np.array([800.0, -800.0, 0.0])).sum() == pytest.approx(1.0)
 
 
 def test_mean_is_uniform_and_unfitted_predict_is_refused() -> None:
@@ -130,15 +134,15 @@ def test_power_averaging_is_chosen_when_it_sharpens_underconfident_members() -> 
     y = np.random.default_rng(7).integers(0, 2, size=500)
     # Members whose probabilities are squashed toward 0.5: p**k with k > 1 restores confidence.
     members = [0.5 + 0.3 * (_probabilities(y, 3.0, 1.0, seed=s) - 0.5) for s in (8, 9)]
-    plain = NelderMeadEnsemble(LOG_LOSS).fit(members, y)
-    powered = NelderMeadEnsemble(LOG_LOSS, powers=[1, 2, 3, 4]).fit(members, y)
+    plain = OptimizedWeightsEnsemble(LOG_LOSS).fit(members, y)
+    powered = OptimizedWeightsEnsemble(LOG_LOSS, powers=[1, 2, 3, 4]).fit(members, y)
     assert plain.power_ == 1.0
     assert powered.power_ > 1.0
     assert powered.score(members, y) < plain.score(members, y) - 0.05
     assert set(powered.powers_) == {1.0, 2.0, 3.0, 4.0}
     np.testing.assert_allclose(powered.predict(members).sum(axis=1), 1.0)
     with pytest.raises(ValueError, match=r"powers must be numbers in \(0, 16\]; got \[0\]"):
-        NelderMeadEnsemble(LOG_LOSS, powers=[0])
+        OptimizedWeightsEnsemble(LOG_LOSS, powers=[0])
 
 
 def test_insight_leave_one_out_correlation_and_split_half() -> None:
@@ -148,14 +152,64 @@ def test_insight_leave_one_out_correlation_and_split_half() -> None:
     b = y + rng.normal(scale=0.5, size=400)  # independent errors: averaging halves the variance
     junk = a + 2.0  # a with a bias: whatever it adds, a adds better
     members = [a, b, a.copy(), junk]
-    ensemble = NelderMeadEnsemble(RMSE).fit(members, y)
+    ensemble = OptimizedWeightsEnsemble(RMSE).fit(members, y)
     info = describe(ensemble, ["a", "b", "a2", "junk"], members, y, RMSE)
     assert info["leave_one_out"]["b"] > 0.05  # b helps: leaving it out costs RMSE
     assert (info["leave_one_out"]["junk"] or 0.0) < 0.005  # junk adds (next to) nothing
     shown = info["error_correlation"]["members"]
     corr = dict(zip(shown, info["error_correlation"]["matrix"], strict=True))
     assert abs(corr["b"][shown.index("a" if "a" in shown else "a2")]) < 0.2
-    check = split_half_check(lambda: NelderMeadEnsemble(RMSE), members, y, RMSE)
+    check = split_half_check(lambda: OptimizedWeightsEnsemble(RMSE), members, y, RMSE)
     assert len(check["gains"]) == 2 and check["mean_gain"] > 0.05  # a real gain survives halves
     assert signed_gain(RMSE, 0.4, 0.5) == pytest.approx(0.1)
     assert signed_gain(METRICS["roc_auc"], 0.8, 0.85) == pytest.approx(-0.05)
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_batched_errors_are_the_metric_exactly(name: str) -> None:
+    from automl.metrics import batched_errors
+
+    metric = METRICS[name]
+    rng = np.random.default_rng(11)
+    if "regression" in metric.tasks:
+        y = rng.normal(size=300)
+        candidates = y + rng.normal(size=(6, 300))
+    else:
+        y = rng.integers(0, 3 if name != "roc_auc" else 2, size=300)
+        k = 3 if name != "roc_auc" else 2
+        candidates = rng.dirichlet(np.ones(k), size=(6, 300)).round(1)  # many ties
+        candidates[2] = candidates[1]  # and two identical candidates
+        candidates /= candidates.sum(axis=2, keepdims=True)
+    expected = [metric.error(y, c) for c in candidates]
+    np.testing.assert_array_equal(batched_errors(metric, y, candidates), expected)
+
+
+def test_fitted_weights_reach_the_log_loss_optimum_on_the_simplex() -> None:
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(12)
+    y = rng.integers(0, 2, size=2000)
+    members = [_probabilities(y, s, n, seed) for seed, (s, n) in
+               enumerate([(1.0, 1.0), (0.5, 2.0), (2.0, 2.5), (1.5, 1.0), (0.2, 0.5)])]  # fmt: skip
+    stacked = np.stack(members)
+    ensemble = OptimizedWeightsEnsemble(LOG_LOSS).fit(members, y)
+
+    def loss(w: np.ndarray) -> float:
+        return LOG_LOSS(y, np.tensordot(np.maximum(w, 0) / np.maximum(w, 0).sum(), stacked, 1))
+
+    reference = minimize(
+        loss, np.full(5, 0.2), method="SLSQP", bounds=[(0, 1)] * 5,
+        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}], options={"ftol": 1e-12},
+    )  # fmt: skip
+    assert ensemble.score(members, y) <= reference.fun + 1e-7
+    assert ensemble.best_start_ == "optimized"
+
+
+def test_a_recipe_still_naming_nelder_mead_is_told_the_new_name(tmp_path) -> None:  # noqa: ANN001
+    from automl.ensemble.build import load_recipe
+    from automl.errors import UserInputError
+
+    old = tmp_path / "old.yaml"
+    old.write_text("method: nelder-mead\n")
+    with pytest.raises(UserInputError, match=r"old\.yaml: method 'nelder-mead' is now 'optimized'"):
+        load_recipe(old)

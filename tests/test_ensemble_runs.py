@@ -32,7 +32,7 @@ def test_cross_fitting_feeds_out_of_fold_predictions_to_ensembles(blood_search) 
     assert oof.shape == (info["rows"]["val"], 2)  # a prediction for every training row
 
     stacked = build_ensemble(run, Recipe(method="stacking"))
-    weighted = build_ensemble(run, Recipe(method="nelder-mead"))
+    weighted = build_ensemble(run, Recipe(method="optimized"))
     for result in (stacked, weighted):
         assert result["validation"] == "out-of-fold"
         assert "out-of-fold predictions of 3-fold cross-fitting" in result["note"]
@@ -80,8 +80,8 @@ def test_recipe_pool_can_be_limited_to_families(blood_search, tmp_path) -> None:
     summary = build_ensemble(run, load_recipe(recipe))
     assert {m["family"] for m in summary["members"]} == {"linear"}
     bad = tmp_path / "bad.yaml"
-    bad.write_text("method: nelder-mead\noptions: {powers: [-1]}\n")
-    with pytest.raises(UserInputError, match=r"bad\.yaml: options for nelder-mead: .*powers"):
+    bad.write_text("method: optimized\noptions: {powers: [-1]}\n")
+    with pytest.raises(UserInputError, match=r"bad\.yaml: options for optimized: .*powers"):
         load_recipe(bad)
 
 

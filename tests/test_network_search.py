@@ -98,7 +98,7 @@ def test_text_end_to_end_text_network_beside_tf_idf_models(tmp_path: Path, cli) 
     meta = json.loads((trial_dir(run, "text_net") / "keras_meta.json").read_text())
     assert meta["layout"]["text"] == [0, 1] and meta["layout"]["tabular"] == [1, 2]
 
-    assert cli("ensemble", run, "--method", "nelder-mead").code == 0
+    assert cli("ensemble", run, "--method", "optimized").code == 0
     result = cli("predict", run, "--data", tmp_path / "sms.csv", "--out", tmp_path / "p.csv")
     assert result.code == 0, result.err
     assert set(pd.read_csv(tmp_path / "p.csv").prediction) <= {"ham", "spam"}

@@ -175,7 +175,7 @@ def test_the_data_choose_the_bundled_space(tmp_path: Path) -> None:
     assert default_space(text) == ("text", "text column(s) text")
     assert default_space(tabular) == ("tabular", "tabular data")
     assert {"tabular", "images", "text", "lightgbm"} <= set(bundled_spaces())
-    assert {"greedy", "stacking", "nelder_mead"} <= set(bundled_recipes())
+    assert {"greedy", "stacking", "optimized", "optimized_power"} <= set(bundled_recipes())
     assert space_path("images") == ROOT / "search_spaces" / "images.yaml"
     with pytest.raises(automl.UserInputError, match=r"^nope: no such search-space file, and"):
         space_path("nope")

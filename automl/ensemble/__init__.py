@@ -9,11 +9,11 @@ summing to one); stacking learns a linear meta-learner. Predictions are class pr
 from automl.ensemble.base import Ensembler, WeightedEnsemble, weighted_average
 from automl.ensemble.greedy import GreedyEnsemble
 from automl.ensemble.mean import MeanEnsemble
-from automl.ensemble.nelder_mead import NelderMeadEnsemble
+from automl.ensemble.optimized import OptimizedWeightsEnsemble
 from automl.ensemble.stacking import StackingEnsemble
 
 METHODS = {
-    "nelder-mead": NelderMeadEnsemble,
+    "optimized": OptimizedWeightsEnsemble,
     "greedy": GreedyEnsemble,
     "stacking": StackingEnsemble,
     "mean": MeanEnsemble,
@@ -24,7 +24,7 @@ __all__ = [
     "Ensembler",
     "GreedyEnsemble",
     "MeanEnsemble",
-    "NelderMeadEnsemble",
+    "OptimizedWeightsEnsemble",
     "StackingEnsemble",
     "WeightedEnsemble",
     "weighted_average",

@@ -37,6 +37,10 @@ DEFAULT_TOP_K = 20
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 TARGETS_DIR = "targets"
 COMBINER_FILE = "combiner.joblib"
+RENAMED_NELDER_MEAD = (
+    "method 'nelder-mead' is now 'optimized' (weights fitted on a smooth surrogate of the "
+    "metric, then checked on the metric itself); write method: optimized"
+)
 
 
 def save_targets(run: RunDir, y_val: np.ndarray, y_test: np.ndarray) -> None:
@@ -85,6 +89,8 @@ def load_recipe(path: str | Path) -> Recipe:
     if not isinstance(data, dict):
         raise UserInputError(f"{source}: expected a mapping with 'method', 'pool' and 'options'")
     method = data.get("method")
+    if method == "nelder-mead":
+        raise UserInputError(f"{source}: {RENAMED_NELDER_MEAD}")
     if method not in METHODS:
         raise UserInputError(
             f"{source}: method must be one of {', '.join(METHODS)}; got {method!r}"

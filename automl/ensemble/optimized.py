@@ -1,0 +1,153 @@
+"""Weighted average with weights fitted on a smooth surrogate of the metric, then checked on
+the metric itself.
+
+Fitting: L-BFGS over softmax logits (`surrogate.fit_weights`), with the exact gradient of the
+log-loss (classification) or squared error (regression) of the average: one optimization per
+power, starting from uniform weights. These losses are convex in the weights for k = 1, so
+one start finds their optimum; a few dozen matrix-vector products over precomputed
+(members, rows) arrays replace the thousands of full metric evaluations Nelder-Mead needed
+(50 members x 10,000 rows: 8-54 s before, well under a second now).
+
+Choosing: the candidates are the starts (uniform weights, the greedy solution, the best single
+member) and each power's optimum; the one with the lowest error on the true metric wins, so
+the result is never worse on validation than the best start, whatever the metric. Members
+below 0.1% weight are dropped when that costs nothing.
+
+Power averaging (classification): with `powers`, the mean of p**k renormalized, for each k;
+k = 1 is the plain weighted mean. Before this, the method was Nelder-Mead on the metric
+(recipes named `nelder-mead` get a message saying so).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from automl.ensemble.base import WeightedEnsemble, normalized_mix, stack
+from automl.ensemble.greedy import GreedyEnsemble
+from automl.ensemble.surrogate import fit_weights, surrogate_for
+from automl.metrics import Metric, batched_errors
+
+STARTS = ("uniform", "greedy", "best")
+MIN_WEIGHT = 1e-3
+# Metrics whose optimum the surrogate finds itself (log-loss; squared error for RMSE and R²);
+# for the others (AUC, accuracy, MAE) a few steps on the metric follow.
+SURROGATE_IS_THE_METRIC = ("log_loss", "rmse", "r2")
+POLISH_STEPS = 8
+POLISH_MEMBERS = 10
+
+
+class OptimizedWeightsEnsemble(WeightedEnsemble):
+    def __init__(
+        self,
+        metric: Metric,
+        starts: Sequence[str] = STARTS,
+        powers: Sequence[float] = (1.0,),
+        max_iterations: int = 200,
+    ) -> None:
+        super().__init__(metric)
+        unknown = [s for s in starts if s not in STARTS]
+        if unknown or not starts:
+            raise ValueError(
+                f"OptimizedWeightsEnsemble starts must be among {STARTS}; got {starts}"
+            )
+        bad = [k for k in powers if not (isinstance(k, int | float) and 0 < k <= 16)]
+        if bad or not powers:
+            raise ValueError(
+                f"OptimizedWeightsEnsemble powers must be numbers in (0, 16]; got {list(powers)}"
+            )
+        if not (isinstance(max_iterations, int) and max_iterations >= 1):
+            raise ValueError(
+                f"OptimizedWeightsEnsemble max_iterations must be a positive whole number; "
+                f"got {max_iterations!r}"
+            )
+        self.starts = tuple(starts)
+        self.powers = tuple(float(k) for k in powers)
+        self.max_iterations = max_iterations
+
+    def _start_points(self, stacked: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        n = stacked.shape[0]
+        points: dict[str, np.ndarray] = {"uniform": np.full(n, 1.0 / n)}
+        greedy = GreedyEnsemble(self.metric).fit(list(stacked), y)
+        self.single_errors_ = greedy.single_errors_
+        points["greedy"] = greedy.weights_
+        points["best"] = np.eye(n)[greedy.chosen_[0]]  # greedy's first pick: the best member
+        return {name: points[name] for name in self.starts}
+
+    def fit(self, preds: Sequence[np.ndarray], y: np.ndarray) -> OptimizedWeightsEnsemble:
+        stacked = stack(preds)
+        powers = self.powers if stacked.ndim == 3 else (1.0,)  # powers are for probabilities
+        starts = self._start_points(stacked, y)
+        # The surrogate is fitted from the uniform weights: a start with exact zeros (greedy,
+        # best) pins those members near a vanishing softmax gradient, and for k = 1 the
+        # surrogate is convex, so its optimum does not depend on the start.
+        uniform = np.full(stacked.shape[0], 1.0 / stacked.shape[0])
+        plain = self._error_at(stacked, y, 1.0)
+        self.starts_ = {name: {"start_error": plain(w)} for name, w in starts.items()}
+        candidates = [
+            (e["start_error"], name, starts[name], 1.0) for name, e in self.starts_.items()
+        ]
+        self.powers_: dict[float, float] = {}
+        self.evaluations_ = 0
+        for power in powers:
+            error_at = plain if power == 1.0 else self._error_at(stacked, y, power)
+            weights, _, spent = fit_weights(
+                surrogate_for(stacked, y, power), uniform, self.max_iterations
+            )
+            self.evaluations_ += spent
+            weights = self._prune(weights, error_at)
+            error = error_at(weights)
+            self.powers_[power] = error
+            candidates.append((error, "optimized", weights, power))
+        error, self.best_start_, weights, self.power_ = min(candidates, key=lambda c: c[0])
+        if self.metric.name not in SURROGATE_IS_THE_METRIC:
+            weights, polished = self._polish(stacked, y, weights, self.power_, error)
+            self.best_start_ += " + polished" if polished < error else ""
+        self.weights_ = weights
+        return self
+
+    def _error_at(
+        self, stacked: np.ndarray, y: np.ndarray, power: float
+    ) -> Callable[[np.ndarray], float]:
+        """The true metric's error of the weighted (power-)average, as a function of weights."""
+        powered = np.power(stacked, power) if power != 1.0 else None  # once, not per call
+
+        def error(weights: np.ndarray) -> float:
+            if powered is None:
+                return self.metric.error(y, np.tensordot(weights, stacked, axes=1))
+            return self.metric.error(y, normalized_mix(powered, weights))
+
+        return error
+
+    def _polish(
+        self, stacked: np.ndarray, y: np.ndarray, weights: np.ndarray, power: float, error: float
+    ) -> tuple[np.ndarray, float]:
+        """Caruana-style steps on the true metric from the chosen weights: move a share of the
+        weight onto the member whose addition helps most (every member scored at once), and
+        halve the share when none helps. Never worse than where it starts."""
+        # The candidates: members already weighted, and the best ones alone.
+        ranked = np.argsort(self.single_errors_, kind="stable")[:POLISH_MEMBERS]
+        pool = np.union1d(np.flatnonzero(weights > 0), ranked)
+        members = np.power(stacked[pool], power) if power != 1.0 else stacked[pool]
+        mixed = np.tensordot(weights, np.power(stacked, power) if power != 1.0 else stacked, axes=1)
+        share = 0.1
+        for _ in range(POLISH_STEPS):
+            candidates = (1 - share) * mixed + share * members
+            if power != 1.0:
+                candidates = candidates / (candidates @ np.ones(candidates.shape[-1]))[..., None]
+            errors = batched_errors(self.metric, y, candidates)
+            best = int(np.argmin(errors))
+            if errors[best] < error - 1e-12:
+                weights = (1 - share) * weights + share * np.eye(len(weights))[pool[best]]
+                mixed, error = (1 - share) * mixed + share * members[best], float(errors[best])
+            else:
+                share /= 2
+        return weights, error
+
+    @staticmethod
+    def _prune(weights: np.ndarray, error_at: Callable[[np.ndarray], float]) -> np.ndarray:
+        """Drop members below MIN_WEIGHT when that costs nothing on validation (fewer to load)."""
+        pruned = np.where(weights < MIN_WEIGHT, 0.0, weights)
+        pruned = pruned / pruned.sum()
+        return pruned if error_at(pruned) <= error_at(weights) + 1e-9 else weights
