@@ -32,6 +32,31 @@ def mask_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
+def searching_storage(url: str) -> Any:
+    """The storage the search process writes through: a URL as optuna takes it, except that a
+    SQLite study runs in write-ahead-log mode with `synchronous=NORMAL`. A commit then reaches
+    the operating system without an fsync of its own: it survives a killed process (SIGKILL,
+    out of memory), which is what resume promises; a power cut can lose the last few trials,
+    which a resume runs again. Measured (benchmarks/executors.md): the local executor's overhead
+    per trial over a bare optuna loop fell from 0.024 s to 0.010 s."""
+    if not url.startswith("sqlite:"):
+        return url
+    import optuna
+    from sqlalchemy import event
+
+    storage = optuna.storages.RDBStorage(url)
+
+    def pragmas(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(storage.engine, "connect", pragmas)
+    storage.engine.dispose()  # connections opened while creating the tables had the defaults
+    return storage
+
+
 class RunDir:
     def __init__(self, path: str | Path, storage_url: str | None = None) -> None:
         self.path = Path(path).resolve()  # absolute: Ray workers run in folders of their own

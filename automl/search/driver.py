@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from automl.run import RunDir
+from automl.search.attrs import set_user_attrs
 from automl.search.evaluate import TrialContext, TrialResult
 from automl.search.hyperopt_adapter import enqueue_proposal
 from automl.search.progress import Progress, status_line
@@ -108,6 +109,7 @@ class StudyDriver:
         study.set_user_attr("workers", workers)
         self.running: dict[int, tuple[str, float]] = {}
         self.best = "-"
+        self.best_value: float | None = None
         self._refresh()
         data = ctx.dataset
         say(
@@ -127,10 +129,16 @@ class StudyDriver:
         return self.spent_before + time.time() - self.session_start
 
     def _refresh(self) -> None:
+        """Counts and best value from the study, once at start (they include earlier runs)."""
         from optuna.trial import TrialState
 
         self.finished, self.failed = counts(self.study)
         self.pruned = len(self.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+        complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if complete:
+            best = self.study.best_trial
+            self.best_value = best.value
+            self.best = f"{best.value:.4f} (#{best.number} {best.params.get('family')})"
         if self.live is not None:
             self.live.status(self._status)
 
@@ -161,7 +169,8 @@ class StudyDriver:
         from optuna.trial import TrialState
 
         study = self.study
-        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        proposing = self.proposer is not None or self.oracle is not None
+        waiting = proposing and study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if self.proposer is not None and not waiting:
             enqueue_proposal(study, self.proposer)
         elif self.oracle is not None and not waiting:
@@ -171,8 +180,11 @@ class StudyDriver:
         flat = self.space.suggest(trial)
         if EPOCHS_ATTR in trial.user_attrs:  # the oracle's epoch budget (Hyperband's rungs)
             flat[EPOCHS_KEY] = trial.user_attrs[EPOCHS_ATTR]
-        trial.set_user_attr("family", flat["family"])
-        trial.set_user_attr("trial_dir", str(self.run.trial_dir(trial.number)))
+        set_user_attrs(
+            study,
+            trial._trial_id,
+            {"family": flat["family"], "trial_dir": str(self.run.trial_dir(trial.number))},
+        )
         self.running[trial.number] = (f"#{trial.number} {flat['family']}", time.time())
         return trial, flat
 
@@ -181,26 +193,30 @@ class StudyDriver:
         return f"trial {trial.number:>3} {flat['family']:<13}"
 
     def _done(self, trial: Any) -> None:
+        """After a trial's outcome is recorded: the counts were updated by the caller (reading
+        them back from the study cost a scan of every trial, per trial)."""
         self.running.pop(trial.number, None)
         self.study.set_user_attr(SPENT_ATTR, self.spent())
-        self._refresh()
 
     def succeeded(
         self, trial: Any, flat: dict[str, Any], result: TrialResult, **attrs: Any
     ) -> None:
-        trial.set_user_attr("test_score", result.test_score)
-        trial.set_user_attr("fit_seconds", result.fit_seconds)
-        trial.set_user_attr("predict_seconds", result.predict_seconds)
-        trial.set_user_attr("extra_scores", result.extra_scores)
+        recorded = {
+            "test_score": result.test_score,
+            "fit_seconds": result.fit_seconds,
+            "predict_seconds": result.predict_seconds,
+            "extra_scores": result.extra_scores,
+            "artifacts": result.files,
+        }
         if result.n_params is not None:
-            trial.set_user_attr("n_params", result.n_params)
-        trial.set_user_attr("artifacts", result.files)
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
+            recorded["n_params"] = result.n_params
+        set_user_attrs(self.study, trial._trial_id, recorded | attrs)
         self.study.tell(trial, result.val_score)
         self._tell_oracle(trial, result.val_score)
-        best = self.study.best_trial
-        self.best = f"{best.value:.4f} (#{best.number} {best.params.get('family')})"
+        if self.best_value is None or self.metric.better(result.val_score, self.best_value):
+            self.best_value = result.val_score
+            self.best = f"{result.val_score:.4f} (#{trial.number} {flat['family']})"
+        self.finished += 1
         self._done(trial)
         self.say(
             f"{self.label(trial, flat)} val {self.metric.name} {result.val_score:.4f} "
@@ -210,11 +226,11 @@ class StudyDriver:
     def failed_with(self, trial: Any, flat: dict[str, Any], message: str, **attrs: Any) -> None:
         from optuna.trial import TrialState
 
-        trial.set_user_attr("error", message)
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
+        set_user_attrs(self.study, trial._trial_id, {"error": message} | attrs)
         self.study.tell(trial, state=TrialState.FAIL)
         self._tell_oracle(trial, None)
+        self.finished += 1
+        self.failed += 1
         self._done(trial)
         self.say(f"{self.label(trial, flat)} FAILED: {message}")
 
@@ -225,6 +241,7 @@ class StudyDriver:
             trial.report(value, step)
         self.study.tell(trial, state=TrialState.PRUNED)
         self._tell_oracle(trial, None)
+        self.pruned += 1
         self._done(trial)
         self.say(f"{self.label(trial, flat)} pruned after epoch {step}")
 

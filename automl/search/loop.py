@@ -28,7 +28,7 @@ from automl.io import write_json_atomic
 from automl.metrics import get_metric
 from automl.models import FAMILIES
 from automl.resources import space_path
-from automl.run import STUDY_NAME, RunDir, RunLock, mask_url
+from automl.run import STUDY_NAME, RunDir, RunLock, mask_url, searching_storage
 from automl.search.driver import SearchSettings, StudyDriver
 from automl.search.evaluate import TrialContext, evaluate
 from automl.search.isolation import KerasWorker, evaluate_isolated
@@ -165,7 +165,7 @@ def _open_study(storage: str, direction: str, sampler: Any, pruner: str = "none"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         return optuna.create_study(
-            storage=storage,
+            storage=searching_storage(storage),
             study_name=STUDY_NAME,
             direction=direction,
             sampler=sampler,
