@@ -28,11 +28,17 @@ SCHEDULERS = ("fifo", "asha")
 RETRIES = 1  # a trial whose worker dies runs once more, then counts as failed
 
 
+# One context per search in each worker process: Tune hands every trial a fresh copy of the
+# context, and the copy's cache of encoded matrices would be rebuilt for every trial.
+_WORKER_CONTEXTS: dict[str, TrialContext] = {}
+
+
 def _trainable(config: dict[str, Any], ctx: TrialContext, cpus: int) -> None:
     """Runs in a Ray worker: evaluate one configuration and report the outcome to Tune."""
     import ray
     from ray import tune
 
+    ctx = _WORKER_CONTEXTS.setdefault(f"{ctx.run.path}:{ctx.deadline}", ctx)
     os.environ.setdefault("OMP_NUM_THREADS", str(cpus))
     ctx.threads = cpus
     node = ray.get_runtime_context().get_node_id()
@@ -177,6 +183,12 @@ def _tune(
 ) -> tuple[StudyDriver, str | None]:
     run, ctx = settings.run, settings.ctx
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # The study is the record of every trial and the checkpoint a search resumes from: Tune's
+    # per-trial JSON/CSV/TensorBoard loggers and its periodic experiment snapshot only cost the
+    # driver CPU that two workers on two cores need (see benchmarks/executors.md).
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3600")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     connect(address, None if address else max(os.cpu_count() or 1, workers * cpus_per_trial))
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
