@@ -227,22 +227,16 @@ def _report(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from automl.data import read_table
-    from automl.io import check_can_write, write_bytes_atomic, write_text_atomic
-    from automl.predict import load_predictor
+    from automl.io import check_can_write
+    from automl.predict import load_predictor, predict_to_file
 
     out = Path(args.out)
     if out.is_dir():
         raise UserInputError(f"--out {out}: is a directory; expected a CSV or Parquet file path")
     check_can_write(out, "--out")
     predictor = load_predictor(args.run_dir, which=args.model)
-    frame = read_table(args.data)
-    predictions = predictor.predict_frame(frame, source=args.data)
-    if out.suffix.lower() in (".parquet", ".pq"):
-        write_bytes_atomic(out, predictions.to_parquet(index=False))
-    else:
-        write_text_atomic(out, predictions.to_csv(index=False))
-    print(f"{len(predictions)} predictions from {predictor.name} written to {out}")
+    rows = predict_to_file(predictor, args.data, out)
+    print(f"{rows} predictions from {predictor.name} written to {out}")
     return 0
 
 

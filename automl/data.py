@@ -8,6 +8,7 @@ The test part is split off first and is never given to the search or the ensembl
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -109,6 +110,46 @@ def _read_builtin(name: str) -> pd.DataFrame:
     return frame
 
 
+def iter_table(spec: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The table of `read_table` in chunks of at most `chunk_rows` rows, so a file larger than
+    memory can be predicted: CSV through pandas' chunked reader, Parquet by record batches;
+    `.npz` and `builtin:` data come whole. The same checks as `read_table` come first."""
+    path = Path(spec)
+    name = path.name.lower()
+    csv = name.endswith((".csv", ".csv.gz", ".txt", ".tsv", ".gz"))
+    if spec.startswith(BUILTIN_PREFIX) or not (csv or name.endswith((".parquet", ".pq"))):
+        yield read_table(spec)
+        return
+    if not path.exists() or path.is_dir() or path.stat().st_size == 0:
+        yield read_table(spec)  # raises the same one-line error
+        return
+    if csv:
+        yield from _iter_csv(path, chunk_rows)
+        return
+    import pyarrow.parquet as pq
+
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=chunk_rows)
+        for batch in batches:
+            frame = batch.to_pandas()
+            frame.columns = [str(c) for c in frame.columns]
+            yield frame
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise UserInputError(f"{path}: not a readable Parquet file ({exc})") from None
+
+
+def _iter_csv(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    head = _read_csv(path, nrows=2)  # delimiter, encoding, duplicate names, header
+    sep = "\t" if path.name.lower().endswith((".tsv", ".tsv.gz")) else ","
+    try:
+        for chunk in pd.read_csv(path, sep=sep, chunksize=chunk_rows, low_memory=False):
+            chunk.columns = list(head.columns)
+            yield chunk
+    except (pd.errors.ParserError, ValueError, OSError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserInputError(f"{path}: not a readable CSV file ({first})") from None
+
+
 def _looks_binary(path: Path) -> bool:
     """NUL bytes or undecodable UTF-8 in the first 64 KiB (after gunzip) mean not a CSV."""
     import gzip
@@ -128,13 +169,13 @@ def _looks_binary(path: Path) -> bool:
     return False
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path, nrows: int | None = None) -> pd.DataFrame:
     sep = "\t" if path.name.lower().endswith((".tsv", ".tsv.gz")) else ","
     if _looks_binary(path):
         raise UserInputError(f"{path}: not a text CSV file (could not decode it as UTF-8)")
     try:
         header = pd.read_csv(path, sep=sep, nrows=1, header=None, dtype=str)
-        frame = pd.read_csv(path, sep=sep, low_memory=False)
+        frame = pd.read_csv(path, sep=sep, low_memory=False, nrows=nrows)
     except pd.errors.EmptyDataError:
         raise UserInputError(f"{path}: the file is empty") from None
     except UnicodeDecodeError:

@@ -125,3 +125,58 @@ def load_predictor(run_dir: str | Path, which: str = "best") -> Predictor:
     candidates.sort(key=lambda c: -c[0] if metric.greater_is_better else c[0])
     _, name, members, how = candidates[0]
     return Predictor(run, members, name, **how)
+
+
+CHUNK_ROWS = 100_000
+
+
+def predict_to_file(
+    predictor: Predictor, data: str, out: Path, chunk_rows: int = CHUNK_ROWS
+) -> int:
+    """Predict `data` (a file or `builtin:NAME`) chunk by chunk into `out` (CSV, or Parquet for
+    a .parquet name), so memory stays bounded by the chunk, not the file. The file appears
+    whole or not at all: chunks go to a temporary file that replaces `out` at the end."""
+    import os
+    import tempfile
+
+    from automl.data import iter_table
+
+    parquet = out.suffix.lower() in (".parquet", ".pq")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    rows = 0
+    writer: Any = None
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as text:
+            for chunk in iter_table(data, chunk_rows):
+                predictions = predictor.predict_frame(chunk, source=data)
+                rows += len(predictions)
+                if parquet:
+                    writer = _write_parquet_chunk(writer, tmp, predictions)
+                else:
+                    predictions.to_csv(text, index=False, header=rows == len(predictions))
+            text.flush()
+            os.fsync(text.fileno())
+        if rows == 0:
+            raise UserInputError(f"{data}: has a header but no data rows")
+        if writer is not None:
+            writer.close()
+        os.replace(tmp, out)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return rows
+
+
+def _write_parquet_chunk(writer: Any, path: str, predictions: pd.DataFrame) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(predictions, preserve_index=False)
+    if writer is None:
+        writer = pq.ParquetWriter(path, table.schema)
+    writer.write_table(table.cast(writer.schema))
+    return writer

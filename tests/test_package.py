@@ -253,3 +253,35 @@ def test_an_out_in_a_folder_that_takes_no_files(tmp_path: Path, cli) -> None:  #
     assert re.fullmatch(
         r"error: --out /proc/automl-run: cannot write in /proc \(.+\)\n", result.err
     )
+
+
+def test_predict_streams_chunks_into_one_file_or_none(tmp_path: Path) -> None:
+    from automl.predict import load_predictor, predict_to_file
+
+    run = _run(tmp_path)
+    predictor = load_predictor(run)
+    iris = pd.concat([automl_data_iris()] * 3, ignore_index=True)  # 450 rows
+    source = tmp_path / "iris.csv"
+    iris.to_csv(source, index=False)
+    whole = predictor.predict_frame(iris)
+    for name in ("chunked.csv", "chunked.parquet"):
+        rows = predict_to_file(predictor, str(source), tmp_path / name, chunk_rows=64)
+        assert rows == 450
+        read = pd.read_csv if name.endswith(".csv") else pd.read_parquet
+        pd.testing.assert_frame_equal(read(tmp_path / name), whole, check_exact=False, atol=1e-12)
+    # A bad value in the sixth chunk: one-line error, and no file at all.
+    iris["petal length (cm)"] = iris["petal length (cm)"].astype(object)
+    iris.loc[350, "petal length (cm)"] = "oops"
+    iris.to_csv(source, index=False)
+    with pytest.raises(
+        automl.UserInputError,
+        match=r"column 'petal length \(cm\)' must be numeric; found 'oops' \(row 350\)",
+    ):  # noqa: E501
+        predict_to_file(predictor, str(source), tmp_path / "bad.csv", chunk_rows=64)
+    assert not list(tmp_path.glob("*bad*")) and not list(tmp_path.glob(".*tmp"))
+
+
+def automl_data_iris() -> pd.DataFrame:
+    from automl.data import read_table
+
+    return read_table("builtin:iris").drop(columns=["target"])
