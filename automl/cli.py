@@ -10,9 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from automl.errors import UserInputError
+from automl.errors import SearchStopped, UserInputError
 
 EXIT_USER_ERROR = 2
+EXIT_STOPPED = 1  # the search stopped early: a failing disk or database, or failing trials
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
         "--pruner",
         default="median",
         help="median (default), hyperband or none: stops poor networks early (local executor)",
+    )
+    search.add_argument(
+        "--max-failures-in-a-row",
+        type=int,
+        default=20,
+        help="stop the search after this many failed trials in a row (default 20; 0: never)",
     )
     search.add_argument(
         "--text-columns",
@@ -160,10 +167,16 @@ def _search(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if args.text_columns
         else None,
         other_targets=others or None,
+        max_failures_in_a_row=args.max_failures_in_a_row or None,
         argv=["automl", *argv],
     )
     print(format_table(leaderboard_rows(RunDir(summary.run_dir, storage_url=args.storage))))
     print(f"run directory: {summary.run_dir}")
+    if summary.stop_reason == "failures":
+        raise SearchStopped(
+            f"the search stopped after {args.max_failures_in_a_row} failed trials in a row; "
+            "their errors are in the leaderboard above"
+        )
     return 0
 
 
@@ -254,6 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except SearchStopped as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STOPPED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

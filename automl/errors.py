@@ -7,7 +7,13 @@
 - `TrialPruned`: a pruner judged a trial's per-epoch validation scores hopeless; recorded as
   pruned, not failed.
 - `IntegrityError`: an artifact on disk does not match the manifest; nothing is loaded.
+- `SearchStopped`: the search cannot go on (its database or disk failed, or too many trials
+  failed in a row): spending the budget on more trials would only record more failures. The
+  CLI prints the one-line message and exits with code 1; finished trials stay recorded and
+  the same command resumes once the cause is fixed.
 """
+
+import errno
 
 
 class UserInputError(Exception):
@@ -32,6 +38,29 @@ class TrialPruned(Exception):
 
 class IntegrityError(UserInputError):
     """An artifact does not match the sha256 recorded when it was written."""
+
+
+class SearchStopped(Exception):
+    """The search stopped early for a cause no further trial can fix."""
+
+
+# Disk failures a trial cannot fix: no space, a read-only or failing file system, a quota.
+FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT})
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """A failure of the search's own storage or disk, rather than of one trial's model: the
+    study's database (SQLAlchemy's or optuna's storage errors) or a full / read-only disk."""
+    for error in (exc, exc.__cause__, exc.__context__):
+        if error is None:
+            continue
+        if isinstance(error, OSError) and error.errno in FATAL_ERRNOS:
+            return True
+        if type(error).__module__.startswith(("sqlalchemy", "optuna.storages")):
+            return True
+        if type(error).__name__ == "StorageInternalError":
+            return True
+    return False
 
 
 def one_line(exc: BaseException) -> str:

@@ -20,7 +20,7 @@ from automl.errors import UserInputError
 from automl.io import MANIFEST, read_json, sha256_file, write_text_atomic
 from automl.run import RunDir, RunLock, load_trials, mask_url
 from automl.search.loop import run_search
-from tests.conftest import FAST_LINEAR, FAST_TREES, ROOT, shared, write_space
+from tests.conftest import FAST_LINEAR, FAST_TREES, ROOT, BloodSearch, Cli, shared, write_space
 
 QUIET = {"progress": lambda line: None}
 
@@ -77,7 +77,7 @@ def test_out_of_memory_fails_the_trial(tmp_path: Path) -> None:
     assert records[1].status == "complete"
 
 
-def test_a_second_search_on_the_same_run_directory_is_refused(tmp_path: Path, cli) -> None:  # noqa: ANN001
+def test_a_second_search_on_the_same_run_directory_is_refused(tmp_path: Path, cli: Cli) -> None:
     run = RunDir(tmp_path / "run")
     with RunLock(run):  # stands for a search that is running
         result = cli("search", "--data", "builtin:iris", "--out", run.path, "--trials", "1")
@@ -85,7 +85,7 @@ def test_a_second_search_on_the_same_run_directory_is_refused(tmp_path: Path, cl
     assert "another `automl search` is running on this run directory" in result.err
 
 
-def test_same_seed_same_trials(tmp_path: Path, blood_search) -> None:  # noqa: ANN001
+def test_same_seed_same_trials(tmp_path: Path, blood_search: BloodSearch) -> None:
     runs = []
     for name in ("a", "b"):
         blood_search(FAST_TREES, FAST_LINEAR, out=name, trials=8, seed=7)
@@ -115,7 +115,7 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(
 
 
 @pytest.fixture
-def finished_run(tmp_path: Path, blood_search) -> Path:  # noqa: ANN001
+def finished_run(tmp_path: Path, blood_search: BloodSearch) -> Path:
     blood_search(FAST_TREES, FAST_LINEAR, trials=12)
     return tmp_path / "run"
 
@@ -162,7 +162,9 @@ def test_sigkill_during_ensemble_and_report_leaves_no_torn_file(finished_run: Pa
 
 
 @pytest.mark.slow
-def test_soak_200_trials_memory_and_descriptors_stay_flat(tmp_path: Path, blood_search) -> None:  # noqa: ANN001
+def test_soak_200_trials_memory_and_descriptors_stay_flat(
+    tmp_path: Path, blood_search: BloodSearch
+) -> None:
     process = psutil.Process()
     samples: dict[int, tuple[float, int]] = {}
 
@@ -183,7 +185,7 @@ def test_soak_200_trials_memory_and_descriptors_stay_flat(tmp_path: Path, blood_
     assert len(dirs) == 200 and all((d / MANIFEST).exists() for d in dirs)
 
 
-def test_out_with_dotdot_is_resolved_and_shown(tmp_path: Path, blood_search) -> None:  # noqa: ANN001
+def test_out_with_dotdot_is_resolved_and_shown(tmp_path: Path, blood_search: BloodSearch) -> None:
     lines: list[str] = []
     blood_search(FAST_LINEAR, out=Path("a") / ".." / "b", trials=1, progress=lines.append)
     assert (tmp_path / "b" / "run.json").exists() and not (tmp_path / "a").exists()
@@ -195,7 +197,9 @@ def test_passwords_in_storage_urls_are_masked() -> None:
     assert mask_url("sqlite:////tmp/study.db") == "sqlite:////tmp/study.db"
 
 
-def test_resume_refuses_other_data(tmp_path: Path, blood_search, credit_csv: Path) -> None:  # noqa: ANN001
+def test_resume_refuses_other_data(
+    tmp_path: Path, blood_search: BloodSearch, credit_csv: Path
+) -> None:
     blood_search(FAST_LINEAR, trials=1)
     spaces = [write_space(tmp_path, "lin.yaml", FAST_LINEAR)]
     with pytest.raises(
@@ -224,3 +228,54 @@ def test_a_failed_trial_records_the_first_non_empty_line_of_its_error() -> None:
     )
     assert one_line(ValueError()) == "ValueError:"
     assert one_line(RemoteTrialFailed("KeyError: 'x'\nTraceback")) == "KeyError: 'x'"
+
+
+ALWAYS_FAILS = "family: lightgbm\nparams:\n  num_leaves: {type: fixed, value: 1}\n"
+
+
+def test_failures_in_a_row_stop_the_search_with_one_line(
+    tmp_path: Path, blood_csv: Path, cli: Cli
+) -> None:
+    space = tmp_path / "bad.yaml"
+    space.write_text(ALWAYS_FAILS)
+    out = tmp_path / "run"
+    args = ["search", "--data", blood_csv, "--target", "Class", "--out", out, "--space", space]
+    result = cli(*args, "--trials", "20", "--max-failures-in-a-row", "3", "--threads", "1")
+    assert result.code == 1
+    assert result.err == (
+        "error: the search stopped after 3 failed trials in a row; "
+        "their errors are in the leaderboard above\n"
+    )
+    assert "stopped: 3 trials failed in a row (the last: " in result.out
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert list(board.status) == ["failed"] * 3  # not 20: the budget was not spent on them
+    assert board.error.str.contains("num_leaves").all()
+
+
+def test_a_full_disk_stops_the_search_and_resume_reruns_the_interrupted_trial(
+    tmp_path: Path, blood_search: BloodSearch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import automl.search.evaluate as evaluate_module
+    from automl.errors import SearchStopped
+
+    real = evaluate_module.write_npy_atomic
+    calls = {"n": 0}
+
+    def fills_up(path: Path, array: object) -> None:
+        calls["n"] += 1
+        if calls["n"] > 4:  # two trials' predictions fit, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, array)
+
+    monkeypatch.setattr(evaluate_module, "write_npy_atomic", fills_up)
+    with pytest.raises(SearchStopped, match=r"^the search stopped: OSError: \[Errno 28\] No space"):
+        blood_search(FAST_TREES, trials=6)
+    records = load_trials(RunDir(tmp_path / "run"))
+    assert [r.status for r in records] == ["complete", "complete", "running"]
+    monkeypatch.setattr(evaluate_module, "write_npy_atomic", real)
+    summary = blood_search(FAST_TREES, trials=6)  # disk fixed: the same command resumes
+    records = load_trials(RunDir(tmp_path / "run"))
+    assert summary.finished == 6 and summary.failed == 0
+    assert [r.status for r in records].count("interrupted") == 1

@@ -62,6 +62,7 @@ class SearchSettings:
     started: float
     live: Progress | None = None
     pruner: str = "median"
+    max_failures_in_a_row: int | None = None  # stop after this many failed trials in a row
 
 
 class StudyDriver:
@@ -107,6 +108,9 @@ class StudyDriver:
         study.set_user_attr("time_budget", time_budget)
         study.set_user_attr("executor", executor)
         study.set_user_attr("workers", workers)
+        self.max_failures_in_a_row = settings.max_failures_in_a_row
+        self.failed_in_a_row = 0
+        self.last_error = ""
         self.running: dict[int, tuple[str, float]] = {}
         self.best = "-"
         self.best_value: float | None = None
@@ -144,7 +148,8 @@ class StudyDriver:
 
     def _status(self) -> str:
         running = next(iter(self.running.values()), None)
-        label = running[0] + (f" +{len(self.running) - 1}" if len(self.running) > 1 else "")
+        label = running[0] if running else ""
+        label += f" +{len(self.running) - 1}" if len(self.running) > 1 else ""
         return status_line(
             self.finished,
             self.failed,
@@ -158,7 +163,12 @@ class StudyDriver:
     def stop_reason(self, in_flight: int = 0) -> str | None:
         """Why no new trial should start (with `in_flight` trials still running), or None.
 
-        Pruned trials count toward `--trials`, as in optuna's `n_trials`."""
+        Pruned trials count toward `--trials`, as in optuna's `n_trials`. Failed trials in a
+        row stop the search: when every configuration fails, the cause is rarely the
+        configuration, and more trials would only spend the budget recording it."""
+        limit = self.max_failures_in_a_row
+        if limit and self.failed_in_a_row >= limit:
+            return "failures"
         if self.trials is not None and self.finished + self.pruned + in_flight >= self.trials:
             return "trials"
         if self.time_budget is not None and self.spent() >= self.time_budget:
@@ -217,6 +227,7 @@ class StudyDriver:
             self.best_value = result.val_score
             self.best = f"{result.val_score:.4f} (#{trial.number} {flat['family']})"
         self.finished += 1
+        self.failed_in_a_row = 0
         self._done(trial)
         self.say(
             f"{self.label(trial, flat)} val {self.metric.name} {result.val_score:.4f} "
@@ -231,6 +242,8 @@ class StudyDriver:
         self._tell_oracle(trial, None)
         self.finished += 1
         self.failed += 1
+        self.failed_in_a_row += 1
+        self.last_error = message
         self._done(trial)
         self.say(f"{self.label(trial, flat)} FAILED: {message}")
 
@@ -242,6 +255,7 @@ class StudyDriver:
         self.study.tell(trial, state=TrialState.PRUNED)
         self._tell_oracle(trial, None)
         self.pruned += 1
+        self.failed_in_a_row = 0
         self._done(trial)
         self.say(f"{self.label(trial, flat)} pruned after epoch {step}")
 
@@ -280,6 +294,11 @@ class StudyDriver:
 
         if reason == "budget":
             self.say(f"time budget of {self.time_budget:.0f}s reached")
+        elif reason == "failures":
+            self.say(
+                f"stopped: {self.failed_in_a_row} trials failed in a row "
+                f"(the last: {self.last_error})"
+            )
         self.study.set_user_attr(SPENT_ATTR, self.spent())
         finished, failed = counts(self.study)
         completed = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

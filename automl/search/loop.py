@@ -19,11 +19,11 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from automl.data import DataSource, Schema, data_fingerprint, load_dataset, source_name
 from automl.ensemble.build import save_targets
-from automl.errors import TrialPruned, UserInputError, one_line
+from automl.errors import SearchStopped, TrialPruned, UserInputError, is_fatal, one_line
 from automl.io import write_json_atomic
 from automl.metrics import get_metric
 from automl.models import FAMILIES
@@ -42,6 +42,7 @@ SAMPLERS = {  # by backend
     "keras-tuner": ("random", "bayesian", "hyperband"),
 }
 DEFAULT_TRIALS = 50
+DEFAULT_MAX_FAILURES_IN_A_ROW = 20
 
 
 @dataclass
@@ -52,6 +53,7 @@ class SearchSummary:
     best_value: float | None
     best_trial: int | None
     wall_seconds: float
+    stop_reason: str | None = None  # trials | budget | failures
 
 
 def _check_args(
@@ -159,7 +161,9 @@ def make_pruner(pruner: str) -> Any:
     return optuna.pruners.NopPruner()
 
 
-def _open_study(storage: str, direction: str, sampler: Any, pruner: str = "none") -> Any:
+def _open_study(
+    storage: str, direction: Literal["maximize", "minimize"], sampler: Any, pruner: str = "none"
+) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -172,7 +176,8 @@ def _open_study(storage: str, direction: str, sampler: Any, pruner: str = "none"
             pruner=make_pruner(pruner),
             load_if_exists=True,
         )
-    except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL or an unreachable server
+    # SQLAlchemy raises many kinds for a bad URL or an unreachable server.
+    except Exception as exc:  # noqa: BLE001
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserInputError(
             f"--storage {mask_url(storage)}: cannot open the study ({first})"
@@ -237,6 +242,7 @@ def run_search(
     pruner: str = "median",
     text_columns: list[str] | None = None,
     other_targets: list[str] | None = None,
+    max_failures_in_a_row: int | None = DEFAULT_MAX_FAILURES_IN_A_ROW,
     progress: Callable[[str], None] | None = None,
     argv: Sequence[str] | None = None,
 ) -> SearchSummary:
@@ -245,7 +251,9 @@ def run_search(
 
     With no `spaces`, the data choose a bundled one (`default_space`). Stops after `trials`
     finished trials or `time_budget` seconds, whichever comes first (50 trials when neither
-    is given). Raises `UserInputError` for bad input, before anything is written."""
+    is given), or after `max_failures_in_a_row` failed trials in a row (None: never).
+    Raises `UserInputError` for bad input, before anything is written, and `SearchStopped`
+    when the study's database or the disk fails (finished trials stay recorded)."""
     started = time.time()
     live = Progress() if progress is None else None
     say = progress or live.say  # type: ignore[union-attr]
@@ -254,6 +262,11 @@ def run_search(
     _check_args(sampler, backend, trials, time_budget, trial_timeout, cv)
     if other_targets and cv:
         raise UserInputError("--cv: not supported with several --target columns yet")
+    if max_failures_in_a_row is not None and max_failures_in_a_row < 1:
+        raise UserInputError(
+            "--max-failures-in-a-row must be a positive whole number (0 on the command line: "
+            f"never stop); got {max_failures_in_a_row}"
+        )
     if pruner not in PRUNERS:
         raise UserInputError(f"--pruner must be one of {', '.join(PRUNERS)}; got {pruner!r}")
     _check_executor(executor, workers, cpus_per_trial, gpus_per_trial, ray_address, scheduler,
@@ -356,15 +369,20 @@ def run_search(
             settings = SearchSettings(
                 run=run, space=space, ctx=ctx, study=study, sampler=sampler, backend=backend,
                 trials=trials, time_budget=time_budget, say=say, started=started, live=live,
-                pruner=pruner,
+                pruner=pruner, max_failures_in_a_row=max_failures_in_a_row,
             )  # fmt: skip
             if executor == "ray":
                 from automl.search.ray_executor import run_on_ray
 
-                driver, reason = run_on_ray(
-                    settings, workers=workers, cpus_per_trial=cpus_per_trial,
-                    gpus_per_trial=gpus_per_trial, address=ray_address, scheduler=scheduler,
-                )  # fmt: skip
+                try:
+                    driver, reason = run_on_ray(
+                        settings, workers=workers, cpus_per_trial=cpus_per_trial,
+                        gpus_per_trial=gpus_per_trial, address=ray_address, scheduler=scheduler,
+                    )  # fmt: skip
+                except Exception as exc:
+                    if is_fatal(exc):
+                        raise stopped_by(exc) from exc
+                    raise
                 return summarize(run, driver, reason, started)
             return _loop(settings, trial_timeout)
     except UserInputError:
@@ -436,14 +454,28 @@ def _loop(settings: SearchSettings, trial_timeout: float | None) -> SearchSummar
                 raise
             except TrialPruned as exc:
                 driver.pruned_at(trial, flat, exc.step, None)
-            except Exception as exc:  # any failure inside a trial is that trial's, not the search's
+            except Exception as exc:  # a trial's failure is that trial's...
+                if is_fatal(exc):  # ...unless the disk or the database failed under it
+                    raise
                 driver.failed_with(trial, flat, one_line(exc))
             else:
                 driver.succeeded(trial, flat, result)
+    except Exception as exc:
+        if is_fatal(exc):
+            raise stopped_by(exc) from exc
+        raise
     finally:
         if worker is not None:
             worker.close()
     return summarize(settings.run, driver, reason, settings.started)
+
+
+def stopped_by(exc: BaseException) -> SearchStopped:
+    """The one line a fatal storage or disk failure stops the search with."""
+    return SearchStopped(
+        f"the search stopped: {one_line(exc)}; finished trials are kept, and running the "
+        "same command again resumes once the disk or database is fixed"
+    )
 
 
 def pruning_reporter(trial: Any, ctx: TrialContext) -> Callable[[int, Any], None]:
@@ -485,4 +517,5 @@ def summarize(
         best_value=best.value if best else None,
         best_trial=best.number if best else None,
         wall_seconds=time.time() - started,
+        stop_reason=reason,
     )

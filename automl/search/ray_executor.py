@@ -20,7 +20,7 @@ import math
 import os
 from typing import Any
 
-from automl.errors import UserInputError, one_line
+from automl.errors import SearchStopped, UserInputError, is_fatal, one_line
 from automl.search.driver import SearchSettings, StudyDriver
 from automl.search.evaluate import TrialContext, TrialResult, evaluate
 
@@ -50,8 +50,9 @@ def _trainable(config: dict[str, Any], ctx: TrialContext, cpus: int) -> None:
     ctx.on_epoch = None if ctx.cv else on_epoch
     try:
         result = evaluate(config["number"], config["flat"], ctx)
-    except Exception as exc:  # a failing trial is reported, not raised: Tune must not retry it
-        report = {"objective": math.inf, "status": "failed", "error": one_line(exc)}
+    except Exception as exc:  # noqa: BLE001 (reported, not raised: Tune must not retry it)
+        status = "fatal" if is_fatal(exc) else "failed"
+        report = {"objective": math.inf, "status": status, "error": one_line(exc)}
         tune.report(report | {"node": node})
         return
     objective = -result.val_score if metric.greater_is_better else result.val_score
@@ -77,6 +78,7 @@ def _searcher_class() -> type:
             self.live: dict[str, tuple[Any, dict[str, Any]]] = {}
             self.last: dict[str, dict[str, Any]] = {}
             self.stopped: str | None = None
+            self.fatal: str | None = None  # a worker's disk or database failed: stop
 
         def __getstate__(self) -> dict[str, Any]:
             # Tune pickles its searcher for experiment checkpoints; the study is our checkpoint
@@ -86,8 +88,10 @@ def _searcher_class() -> type:
         def save_to_dir(self, *args: Any, **kwargs: Any) -> None:
             pass  # the study already holds every trial
 
-        def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        def suggest(self, trial_id: str) -> Any:  # a configuration, None, or Searcher.FINISHED
             reason = self.driver.stop_reason(in_flight=len(self.live))
+            if self.fatal is not None:
+                reason = "fatal"
             if reason is not None:
                 if not self.live:
                     self.stopped = reason
@@ -115,8 +119,10 @@ def _searcher_class() -> type:
                 self.driver.succeeded(
                     trial, flat, TrialResult(**json.loads(result["result_json"])), **attrs
                 )
-            elif status == "failed":
+            elif status in ("failed", "fatal"):
                 self.driver.failed_with(trial, flat, result.get("error", "failed"), **attrs)
+                if status == "fatal":
+                    self.fatal = result.get("error", "failed")
             elif error:
                 self.driver.failed_with(
                     trial,
@@ -231,4 +237,9 @@ def _tune(
         tuner.fit()
     finally:
         ray.shutdown()  # stops a local Ray; on a cluster, only disconnects this driver
+    if searcher.fatal is not None:
+        raise SearchStopped(
+            f"the search stopped: {searcher.fatal} (in a Ray worker); finished trials are "
+            "kept, and running the same command again resumes once the disk is fixed"
+        )
     return driver, searcher.stopped or driver.stop_reason()
