@@ -35,6 +35,8 @@ browser:
 # wall time on 2 cores; the Ray tests share one file, so never two Ray clusters at once.
 test: install browser
 	$(BIN)/ruff check automl scripts tests
+	$(BIN)/ruff format --check automl scripts tests
+	$(BIN)/mypy
 	AUTOML_TEST_POSTGRES_URL=$$(sh scripts/postgres_for_tests.sh) \
 		$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 	bash scripts/wheel_check.sh

@@ -238,7 +238,7 @@ def _read_npz(path: Path) -> pd.DataFrame:
 def _read_parquet(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises many types for a bad file
+    except Exception as exc:  # noqa: BLE001 (pyarrow raises many types for a bad file)
         raise UserInputError(f"{path}: not a readable Parquet file ({exc})") from None
     frame.columns = [str(c) for c in frame.columns]
     return frame

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from sklearn import metrics as skm
@@ -28,7 +29,7 @@ class Metric:
         return float(self.fn(y_true, pred))
 
     @property
-    def direction(self) -> str:
+    def direction(self) -> Literal["maximize", "minimize"]:
         return "maximize" if self.greater_is_better else "minimize"
 
     def error(self, y_true: np.ndarray, pred: np.ndarray) -> float:

@@ -9,7 +9,7 @@ unknown.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import joblib
 import numpy as np
@@ -106,7 +106,7 @@ def load_predictor(run_dir: str | Path, which: str = "best") -> Predictor:
             raise UserInputError(f"{run.path}: no completed trial {number}")
         return Predictor(run, [(number, family_of[number], 1.0)], f"trial {number}")
     candidates: list[tuple[float, str, list[tuple[int, str, float]], dict[str, Any]]] = [
-        (r.val_score, r.name, [(r.number, r.family, 1.0)], {}) for r in trials
+        (cast(float, r.val_score), r.name, [(r.number, r.family, 1.0)], {}) for r in trials
     ]
     if which == "best":
         for ensemble in load_ensembles(run):

@@ -132,6 +132,13 @@ class TrialRecord:
     def name(self) -> str:
         return f"t{self.number:04d}-{self.family}"
 
+    @property
+    def score(self) -> float:
+        """The validation score of a completed trial (the caller has filtered for one)."""
+        if self.val_score is None:
+            raise ValueError(f"trial {self.number} has no validation score ({self.status})")
+        return self.val_score
+
 
 def load_trials(run: RunDir) -> list[TrialRecord]:
     """Every trial of the run's study, as recorded in the database."""
@@ -193,7 +200,7 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "a+")  # noqa: SIM115 - held for the whole search
+        self.handle = open(self.path, "a+")  # held for the whole search, closed in __exit__
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

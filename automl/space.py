@@ -73,6 +73,13 @@ class Param:
     def label(self) -> str:
         return f"{self.family}.{self.name}"
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """`low` and `high` of a numeric parameter (checked present when the space loaded)."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"parameter {self.label!r} ({self.type}) has no low/high")
+        return self.low, self.high
+
     def is_active(self, params: dict[str, Any]) -> bool:
         """Active when every condition's parent is set to one of the listed values."""
         return all(
@@ -87,19 +94,20 @@ class Param:
             return trial.suggest_categorical(self.label, self.choices)
         if self.type == "int":
             step = int(self.step) if self.step else 1
-            return trial.suggest_int(
-                self.label, int(self.low), int(self.high), step=step, log=self.log
-            )
-        return trial.suggest_float(self.label, self.low, self.high, step=self.step, log=self.log)
+            low, high = self.bounds
+            return trial.suggest_int(self.label, int(low), int(high), step=step, log=self.log)
+        low, high = self.bounds
+        return trial.suggest_float(self.label, low, high, step=self.step, log=self.log)
 
     def snap(self, value: Any) -> Any:
         """Bring a value proposed elsewhere (hyperopt) onto this parameter's exact grid."""
         if self.type in ("categorical", "fixed"):
             return value
-        value = min(max(float(value), self.low), self.high)
+        low, high = self.bounds
+        value = min(max(float(value), low), high)
         if self.step:
-            value = self.low + round((value - self.low) / self.step) * self.step
-            value = min(value, self.high)
+            value = low + round((value - low) / self.step) * self.step
+            value = min(value, high)
         if self.type == "int":
             return int(round(value))
         return float(value)
@@ -375,11 +383,12 @@ def _number(value: Any, where: str, key: str) -> float:
 
 
 def _numeric_default(param: Param, given: Any, where: str) -> float | int:
+    low, high = param.bounds
     if given is None:
-        value = math.sqrt(param.low * param.high) if param.log else (param.low + param.high) / 2
+        value = math.sqrt(low * high) if param.log else (low + high) / 2
         return param.snap(value)
     value = _number(given, where, "default")
-    if not param.low <= value <= param.high:
+    if not low <= value <= high:
         raise UserInputError(f"{where}: default {value} is outside [{param.low}, {param.high}]")
     return param.snap(value)
 

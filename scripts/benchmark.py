@@ -142,7 +142,7 @@ def run_baseline(
     return {"best": pred, "seconds": time.time() - start, "peak_mb": peak_mb(), "trials": 1}
 
 
-def in_fresh_process(fn, *args) -> dict[str, Any]:  # noqa: ANN001
+def in_fresh_process(fn: Any, *args: Any) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
     with futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         return pool.submit(fn, *args).result()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 
 from automl.cli import main
-from tests.conftest import FAST_LINEAR, FAST_MLP, FAST_TREES, SPACES, write_space
+from tests.conftest import FAST_LINEAR, FAST_MLP, FAST_TREES, SPACES, Cli, write_space
 from tests.test_space import BAD_SPACES
 
 LEADERBOARD_COLUMNS = [
@@ -27,7 +28,7 @@ LEADERBOARD_COLUMNS = [
 
 @pytest.mark.keras
 @pytest.mark.slow
-def test_search_ensemble_report_predict_end_to_end(tmp_path: Path, cli) -> None:  # noqa: ANN001
+def test_search_ensemble_report_predict_end_to_end(tmp_path: Path, cli: Cli) -> None:
     run = tmp_path / "run"
     spaces = [
         write_space(tmp_path, n, t)
@@ -76,7 +77,7 @@ def test_search_ensemble_report_predict_end_to_end(tmp_path: Path, cli) -> None:
     np.testing.assert_allclose(predictions[["proba_benign", "proba_malignant"]].sum(axis=1), 1.0)
 
 
-def test_predict_round_trip_with_string_labels(tmp_path: Path, cli, credit_csv: Path) -> None:  # noqa: ANN001
+def test_predict_round_trip_with_string_labels(tmp_path: Path, cli: Cli, credit_csv: Path) -> None:
     run = tmp_path / "run"
     spaces = [
         write_space(tmp_path, "rf.yaml", FAST_TREES),
@@ -259,8 +260,12 @@ def _bytes(p: Path) -> Path:
 
 @pytest.mark.parametrize(("case", "make_args", "message"), BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
 def test_bad_input_gets_one_line_and_exit_2(
-    tmp_path: Path, capsys, case, make_args, message
-) -> None:  # noqa: ANN001
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+    make_args: Callable[[Path], list],
+    message: str,
+) -> None:
     out = tmp_path / "run"
     code = main(["search", "--out", str(out), *[str(a) for a in make_args(tmp_path)]])
     err = capsys.readouterr().err
@@ -273,7 +278,7 @@ def test_bad_input_gets_one_line_and_exit_2(
     assert not out.exists()  # nothing half-written
 
 
-def test_out_pointing_at_a_file(tmp_path: Path, cli) -> None:  # noqa: ANN001
+def test_out_pointing_at_a_file(tmp_path: Path, cli: Cli) -> None:
     target = tmp_path / "file.txt"
     target.write_text("x")
     result = cli("search", "--data", "builtin:iris", "--out", target)
@@ -281,13 +286,13 @@ def test_out_pointing_at_a_file(tmp_path: Path, cli) -> None:  # noqa: ANN001
     assert f"--out {target}: is a file; expected a directory for the run" in result.err
 
 
-def test_resume_of_nothing(tmp_path: Path, cli) -> None:  # noqa: ANN001
+def test_resume_of_nothing(tmp_path: Path, cli: Cli) -> None:
     result = cli("search", "--data", "builtin:iris", "--out", tmp_path / "r", "--resume")
     assert result.code == 2
     assert "--resume: " in result.err and "holds no search to resume (no run.json)" in result.err
 
 
-def test_commands_on_a_directory_that_is_not_a_run(tmp_path: Path, cli) -> None:  # noqa: ANN001
+def test_commands_on_a_directory_that_is_not_a_run(tmp_path: Path, cli: Cli) -> None:
     for command in ("ensemble", "report"):
         result = cli(command, tmp_path)
         assert result.code == 2
@@ -399,18 +404,26 @@ MORE_BAD_INPUT = [
 @pytest.mark.parametrize(
     ("case", "make_args", "message"), MORE_BAD_INPUT, ids=[c[0] for c in MORE_BAD_INPUT]
 )
-def test_more_bad_input(tmp_path: Path, capsys, case, make_args, message) -> None:  # noqa: ANN001
+def test_more_bad_input(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+    make_args: Callable[[Path], list],
+    message: str,
+) -> None:
     test_bad_input_gets_one_line_and_exit_2(tmp_path, capsys, case, make_args, message)
 
 
 @pytest.mark.parametrize(("text", "message"), BAD_SPACES)
-def test_bad_space_through_the_cli(tmp_path: Path, capsys, text: str, message: str) -> None:  # noqa: ANN001
+def test_bad_space_through_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
     space = write_space(tmp_path, "s.yaml", text)
     make_args = lambda p: ["--data", "builtin:iris", "--space", space]  # noqa: E731
     test_bad_input_gets_one_line_and_exit_2(tmp_path, capsys, "space", make_args, message)
 
 
-def test_5000_columns_and_mixed_type_columns_work(tmp_path: Path, cli) -> None:  # noqa: ANN001
+def test_5000_columns_and_mixed_type_columns_work(tmp_path: Path, cli: Cli) -> None:
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(rng.normal(size=(120, 5000)), columns=[f"c{i}" for i in range(5000)])
     frame["mixed"] = [("a" if i % 2 else i) for i in range(120)]  # text and numbers half and half
@@ -439,7 +452,7 @@ def test_5000_columns_and_mixed_type_columns_work(tmp_path: Path, cli) -> None: 
     assert board.status.iloc[0] == "complete" and 0 <= board.test_score.iloc[0] <= 1
 
 
-def test_fashion_mnist_npz_searches_on_flattened_pixels(tmp_path: Path, cli) -> None:  # noqa: ANN001
+def test_fashion_mnist_npz_searches_on_flattened_pixels(tmp_path: Path, cli: Cli) -> None:
     from tests.conftest import shared
 
     with np.load(shared("fashion_mnist_train.npz")) as archive:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ import pytest
 from automl.data import infer_task, load_dataset
 from automl.models import FAMILIES, Family
 from automl.run import RunDir, load_trials
-from tests.conftest import FAST_LINEAR, ROOT
+from tests.conftest import FAST_LINEAR, ROOT, BloodSearch
 
 
 @pytest.mark.parametrize(
@@ -62,10 +63,10 @@ def test_cli_start_up_does_not_import_tensorflow() -> None:
 
 
 class _NaNModel:
-    def __init__(self, params: dict, ctx) -> None:  # noqa: ANN001
+    def __init__(self, params: dict, ctx: Any) -> None:
         self.ctx = ctx
 
-    def fit(self, x, y, x_val, y_val, deadline=None):  # noqa: ANN001, ANN201
+    def fit(self, *data: Any, deadline: float | None = None) -> _NaNModel:
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -77,8 +78,8 @@ class _NaNModel:
 
 def test_nan_predictions_fail_the_trial_not_the_search(
     tmp_path: Path,
-    blood_search,
-    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+    blood_search: BloodSearch,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     family = Family("nan_model", frozenset({"x"}), "onehot", _NaNModel, lambda d: None)
     monkeypatch.setitem(FAMILIES, "nan_model", family)

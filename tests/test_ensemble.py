@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -205,7 +207,7 @@ def test_fitted_weights_reach_the_log_loss_optimum_on_the_simplex() -> None:
     assert ensemble.best_start_ == "optimized"
 
 
-def test_a_recipe_still_naming_nelder_mead_is_told_the_new_name(tmp_path) -> None:  # noqa: ANN001
+def test_a_recipe_still_naming_nelder_mead_is_told_the_new_name(tmp_path: Path) -> None:
     from automl.ensemble.build import load_recipe
     from automl.errors import UserInputError
 

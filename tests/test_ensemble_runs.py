@@ -13,7 +13,7 @@ from automl.data import load_dataset
 from automl.ensemble.build import Recipe, build_ensemble, load_recipe
 from automl.errors import UserInputError
 from automl.run import RunDir, load_predictions
-from tests.conftest import FAST_LINEAR, FAST_MLP, FAST_TREES, shared
+from tests.conftest import FAST_LINEAR, FAST_MLP, FAST_TREES, BloodSearch, shared
 
 
 def _blood_test_part() -> tuple:
@@ -21,7 +21,9 @@ def _blood_test_part() -> tuple:
     return data.x_test, data.y_test
 
 
-def test_cross_fitting_feeds_out_of_fold_predictions_to_ensembles(blood_search) -> None:  # noqa: ANN001
+def test_cross_fitting_feeds_out_of_fold_predictions_to_ensembles(
+    blood_search: BloodSearch,
+) -> None:
     summary = blood_search(FAST_LINEAR, FAST_TREES, trials=3, cv=3)
     run = RunDir(summary.run_dir)
     info = run.info()
@@ -52,7 +54,7 @@ def test_cross_fitting_feeds_out_of_fold_predictions_to_ensembles(blood_search) 
     np.testing.assert_allclose(predictor.predict_proba(x_test), saved, atol=1e-9)
 
 
-def test_stacking_predictor_round_trip(blood_search) -> None:  # noqa: ANN001
+def test_stacking_predictor_round_trip(blood_search: BloodSearch) -> None:
     run = RunDir(blood_search(FAST_LINEAR, FAST_TREES, trials=4).run_dir)
     summary = build_ensemble(run, Recipe(method="stacking"))
     assert summary["combiner"] == "stacking" and summary["validation"] == "holdout"
@@ -73,7 +75,7 @@ def test_stacking_predictor_round_trip(blood_search) -> None:  # noqa: ANN001
     )
 
 
-def test_recipe_pool_can_be_limited_to_families(blood_search, tmp_path) -> None:  # noqa: ANN001
+def test_recipe_pool_can_be_limited_to_families(blood_search: BloodSearch, tmp_path: Path) -> None:
     run = RunDir(blood_search(FAST_LINEAR, FAST_TREES, trials=4).run_dir)
     recipe = tmp_path / "linear_only.yaml"
     recipe.write_text("name: lin\nmethod: mean\npool: {top_k: 5, families: [linear]}\n")
@@ -86,7 +88,9 @@ def test_recipe_pool_can_be_limited_to_families(blood_search, tmp_path) -> None:
 
 
 @pytest.mark.keras
-def test_keras_ensemble_export_gives_the_python_ensembles_predictions(blood_search) -> None:  # noqa: ANN001
+def test_keras_ensemble_export_gives_the_python_ensembles_predictions(
+    blood_search: BloodSearch,
+) -> None:
     import joblib
     import keras
 
@@ -108,7 +112,7 @@ def test_keras_ensemble_export_gives_the_python_ensembles_predictions(blood_sear
 
 @pytest.mark.keras
 def test_keras_export_of_a_regression_ensemble_undoes_each_members_target_scaling(
-    tmp_path,  # noqa: ANN001
+    tmp_path: Path,
 ) -> None:
     import joblib
     import keras

@@ -9,7 +9,7 @@ import pytest
 
 from automl.run import RunDir
 from automl.search.loop import run_search
-from tests.conftest import FAST_TREES, write_space
+from tests.conftest import FAST_TREES, Cli, write_space
 
 
 @pytest.fixture
@@ -29,7 +29,9 @@ def small_run(tmp_path: Path, credit_csv: Path) -> Path:
     return out
 
 
-def test_a_flipped_byte_in_a_saved_model_is_refused(small_run: Path, credit_csv: Path, cli) -> None:  # noqa: ANN001
+def test_a_flipped_byte_in_a_saved_model_is_refused(
+    small_run: Path, credit_csv: Path, cli: Cli
+) -> None:
     model = RunDir(small_run).trial_dir(0) / "model.joblib"
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -43,7 +45,7 @@ def test_a_flipped_byte_in_a_saved_model_is_refused(small_run: Path, credit_csv:
     assert not (small_run / "p.csv").exists()
 
 
-def test_report_escapes_column_names(small_run: Path, cli) -> None:  # noqa: ANN001
+def test_report_escapes_column_names(small_run: Path, cli: Cli) -> None:
     assert cli("report", small_run).code == 0
     html = (small_run / "report.html").read_text()
     assert "<script>alert(1)</script>" not in html

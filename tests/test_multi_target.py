@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import SPACES, shared, write_space
+from tests.conftest import SPACES, Cli, shared, write_space
 
 TARGETS = ["--target", "class", "--target", "credit_amount", "--target", "housing"]
 MLP = """family: mlp
@@ -53,7 +53,7 @@ def test_a_network_grows_one_head_per_target_with_its_own_loss(credit: Path) -> 
 
 
 @pytest.mark.keras
-def test_several_targets_end_to_end(tmp_path: Path, credit: Path, cli) -> None:  # noqa: ANN001
+def test_several_targets_end_to_end(tmp_path: Path, credit: Path, cli: Cli) -> None:
     run = tmp_path / "run"
     spaces = ["--space", SPACES / "linear.yaml", "--space", write_space(tmp_path, "m.yaml", MLP)]
     args = ["--data", credit, *TARGETS, "--out", run, "--trials", "3", "--threads", "1"]
@@ -80,7 +80,7 @@ def test_several_targets_end_to_end(tmp_path: Path, credit: Path, cli) -> None: 
 def test_objective_chooses_the_target_and_must_be_one_of_them(
     tmp_path: Path,
     credit: Path,
-    cli,  # noqa: ANN001
+    cli: Cli,
 ) -> None:
     space = ["--space", SPACES / "linear.yaml"]
     run = tmp_path / "run"

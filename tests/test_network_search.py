@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import FAST_MLP, SPACES, shared, write_space
+from tests.conftest import FAST_MLP, SPACES, Cli, shared, write_space
 
 pytestmark = pytest.mark.keras
 
@@ -48,7 +48,7 @@ def trial_dir(run: Path, family: str) -> Path:
     raise AssertionError(f"no {family} trial in {run}")
 
 
-def test_images_end_to_end_cnn_beside_trees_on_pixels(tmp_path: Path, cli) -> None:  # noqa: ANN001
+def test_images_end_to_end_cnn_beside_trees_on_pixels(tmp_path: Path, cli: Cli) -> None:
     with np.load(shared("fashion_mnist_train.npz")) as archive:
         np.savez(tmp_path / "fashion.npz", x=archive["x"][:400], y=archive["y"][:400])
     spaces = [
@@ -75,7 +75,7 @@ def test_images_end_to_end_cnn_beside_trees_on_pixels(tmp_path: Path, cli) -> No
     assert len(predictions) == 400 and predictions.shape[1] == 11  # label + 10 probabilities
 
 
-def test_text_end_to_end_text_network_beside_tf_idf_models(tmp_path: Path, cli) -> None:  # noqa: ANN001
+def test_text_end_to_end_text_network_beside_tf_idf_models(tmp_path: Path, cli: Cli) -> None:
     sms = pd.read_csv(shared("sms_spam.csv.gz")).sample(500, random_state=0)
     sms["length"] = sms["text"].str.len()  # a tabular column beside the text: two inputs
     sms.to_csv(tmp_path / "sms.csv", index=False)
@@ -196,7 +196,7 @@ def test_memory_stays_flat_because_keras_trials_run_in_a_recycled_worker(
     assert len(workers) >= 3  # a second worker after 4 trials (plus the fork server)
 
 
-def test_keras_tuner_hyperband_sets_each_network_s_epochs(tmp_path: Path, cli) -> None:  # noqa: ANN001
+def test_keras_tuner_hyperband_sets_each_network_s_epochs(tmp_path: Path, cli: Cli) -> None:
     """Hyperband's rungs (1 and 3 epochs for a 3-epoch space) reach the networks, and every
     trial lands in the same study and leaderboard."""
     import optuna
@@ -226,7 +226,7 @@ def test_keras_tuner_hyperband_sets_each_network_s_epochs(tmp_path: Path, cli) -
     assert (run / "keras_tuner" / "oracle" / "oracle.json").exists()
 
 
-def test_keras_tuner_bayesian_resumes_with_its_oracle(tmp_path: Path, cli) -> None:  # noqa: ANN001
+def test_keras_tuner_bayesian_resumes_with_its_oracle(tmp_path: Path, cli: Cli) -> None:
     import optuna
 
     from automl.run import STUDY_NAME

@@ -94,7 +94,9 @@ def test_every_convolution_is_followed_by_batch_normalization(keras: Any) -> Non
 # -- families on real data -------------------------------------------------------------------
 
 
-def encoded(frame: pd.DataFrame, target: str, encoding: str, schema: Schema | None = None):
+def encoded(
+    frame: pd.DataFrame, target: str, encoding: str, schema: Schema | None = None
+) -> tuple[np.ndarray, np.ndarray, dict]:
     y = frame[target].astype("category").cat.codes.to_numpy()
     x = frame.drop(columns=[target])
     schema = schema or infer_schema(x, "test")
@@ -102,7 +104,9 @@ def encoded(frame: pd.DataFrame, target: str, encoding: str, schema: Schema | No
     return transform(encoder, x), y, layout(encoder)
 
 
-def fit_predict(family: str, params: dict, x: np.ndarray, y: np.ndarray, lay: dict, tmp: Path):
+def fit_predict(
+    family: str, params: dict, x: np.ndarray, y: np.ndarray, lay: dict, tmp: Path
+) -> np.ndarray:
     n_classes = int(y.max()) + 1
     task = "binary" if n_classes == 2 else "multiclass"
     ctx = BuildContext(task=task, n_classes=n_classes, seed=0, threads=2, layout=lay, work_dir=tmp)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import Pipeline
@@ -22,7 +23,7 @@ import automl
 from automl.data import coerce_features, infer_schema, load_dataset
 from automl.resources import bundled_recipes, bundled_spaces, space_path
 from automl.search.loop import default_space
-from tests.conftest import FAST_TREES, ROOT, shared, write_space
+from tests.conftest import FAST_TREES, ROOT, Cli, shared, write_space
 
 TINY = {"time_budget": None, "trials": 1, "space": "linear", "ensemble": None}
 
@@ -49,7 +50,7 @@ SKIPPED_CHECKS = {
     expected_failed_checks=lambda est: SKIPPED_CHECKS[type(est).__name__],
     xfail_strict=True,
 )
-def test_scikit_learn_estimator_checks(estimator, check) -> None:  # noqa: ANN001
+def test_scikit_learn_estimator_checks(estimator: BaseEstimator, check: Callable) -> None:
     check(estimator)
 
 
@@ -200,7 +201,7 @@ def test_the_wheel_carries_the_spaces_and_recipes(tmp_path: Path) -> None:
     assert not any(n.startswith(("tests/", "scripts/")) for n in names)
 
 
-def test_version(cli) -> None:  # noqa: ANN001
+def test_version(cli: Cli) -> None:
     with pytest.raises(SystemExit) as exit_:
         cli("--version")
     assert exit_.value.code == 0
@@ -215,7 +216,7 @@ def _run(tmp_path: Path) -> Path:
     ).run_dir  # fmt: skip
 
 
-def test_predict_writes_parquet(tmp_path: Path, cli) -> None:  # noqa: ANN001
+def test_predict_writes_parquet(tmp_path: Path, cli: Cli) -> None:
     run = _run(tmp_path)
     for name in ("p.parquet", "p.csv"):
         result = cli("predict", run, "--data", "builtin:iris", "--out", tmp_path / name)
@@ -228,8 +229,8 @@ def test_predict_writes_parquet(tmp_path: Path, cli) -> None:  # noqa: ANN001
 
 @pytest.mark.parametrize("command", ["search", "predict", "compare"])
 def test_an_out_that_cannot_be_created_is_one_line_and_exit_2(
-    tmp_path: Path, cli, command: str
-) -> None:  # noqa: ANN001
+    tmp_path: Path, cli: Cli, command: str
+) -> None:
     run = _run(tmp_path) if command != "search" else None
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -246,7 +247,7 @@ def test_an_out_that_cannot_be_created_is_one_line_and_exit_2(
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing half-written
 
 
-def test_an_out_in_a_folder_that_takes_no_files(tmp_path: Path, cli) -> None:  # noqa: ANN001
+def test_an_out_in_a_folder_that_takes_no_files(tmp_path: Path, cli: Cli) -> None:
     # /proc refuses new files even to root, which permission bits would not show.
     result = cli("search", "--data", "builtin:iris", "--out", "/proc/automl-run")
     assert result.code == 2
@@ -276,7 +277,7 @@ def test_predict_streams_chunks_into_one_file_or_none(tmp_path: Path) -> None:
     with pytest.raises(
         automl.UserInputError,
         match=r"column 'petal length \(cm\)' must be numeric; found 'oops' \(row 350\)",
-    ):  # noqa: E501
+    ):
         predict_to_file(predictor, str(source), tmp_path / "bad.csv", chunk_rows=64)
     assert not list(tmp_path.glob("*bad*")) and not list(tmp_path.glob(".*tmp"))
 

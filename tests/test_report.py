@@ -23,7 +23,16 @@ from automl.report import write_report
 from automl.run import RunDir
 from automl.search.loop import run_search
 from automl.search.progress import Progress, status_line
-from tests.conftest import FAST_LINEAR, FAST_MLP, FAST_TREES, ROOT, shared, write_space
+from tests.conftest import (
+    FAST_LINEAR,
+    FAST_MLP,
+    FAST_TREES,
+    ROOT,
+    BloodSearch,
+    Cli,
+    shared,
+    write_space,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "artifacts"
@@ -150,7 +159,9 @@ def test_column_named_script_is_text_not_code(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_report_of_100_trials_is_small_and_fast_in_chromium(blood_search, tmp_path: Path) -> None:  # noqa: ANN001
+def test_report_of_100_trials_is_small_and_fast_in_chromium(
+    blood_search: BloodSearch, tmp_path: Path
+) -> None:
     run = RunDir(blood_search(FAST_LINEAR, FAST_TREES, trials=100).run_dir)
     build_ensemble(run, Recipe(method="greedy"))
     start = time.perf_counter()
@@ -171,9 +182,9 @@ def test_report_of_100_trials_is_small_and_fast_in_chromium(blood_search, tmp_pa
 
 
 def test_compare_puts_runs_side_by_side_and_refuses_other_data(
-    blood_search,  # noqa: ANN001
+    blood_search: BloodSearch,
     tmp_path: Path,
-    cli,  # noqa: ANN001
+    cli: Cli,
 ) -> None:
     blood_search(FAST_LINEAR, FAST_TREES, trials=3, out="tpe")
     blood_search(FAST_LINEAR, FAST_TREES, trials=3, out="random", sampler="random")

@@ -19,7 +19,7 @@ from automl.run import STUDY_NAME, RunDir, load_trials
 from automl.search.hyperopt_adapter import HyperoptProposer, hyperopt_vals
 from automl.search.loop import make_sampler
 from automl.space import SearchSpace
-from tests.conftest import FAST_LINEAR, FAST_TREES, ROOT, SPACES, write_space
+from tests.conftest import FAST_LINEAR, FAST_TREES, ROOT, SPACES, BloodSearch, missing, write_space
 
 QUIET = {"progress": lambda line: None}
 
@@ -88,9 +88,9 @@ def test_hyperopt_proposals_respect_ranges_and_conditions() -> None:
 )
 def test_search_with_each_sampler(
     tmp_path: Path,
-    blood_search,
+    blood_search: BloodSearch,
     backend: str,
-    sampler: str,  # noqa: ANN001
+    sampler: str,
 ) -> None:
     summary = blood_search(FAST_TREES, FAST_LINEAR, backend=backend, sampler=sampler, trials=6)
     assert summary.finished == 6 and summary.failed == 0
@@ -103,7 +103,9 @@ def test_search_with_each_sampler(
     assert len({str(sorted(r.params.items())) for r in records}) >= 5  # not one point repeated
 
 
-def test_failing_trial_is_recorded_and_the_search_goes_on(tmp_path: Path, blood_search) -> None:  # noqa: ANN001
+def test_failing_trial_is_recorded_and_the_search_goes_on(
+    tmp_path: Path, blood_search: BloodSearch
+) -> None:
     bad = "family: lightgbm\nparams:\n  num_leaves: {type: fixed, value: 1}\n"
     summary = blood_search(bad, FAST_LINEAR, trials=5)
     records = load_trials(RunDir(tmp_path / "run"))
@@ -117,7 +119,7 @@ def test_failing_trial_is_recorded_and_the_search_goes_on(tmp_path: Path, blood_
     assert board.loc[board.status == "failed", "error"].str.contains("num_leaves").all()
 
 
-def test_time_budget_holds_across_resumes(blood_search) -> None:  # noqa: ANN001
+def test_time_budget_holds_across_resumes(blood_search: BloodSearch) -> None:
     start = time.time()
     first = blood_search(FAST_TREES, time_budget=4.0)
     assert time.time() - start < 4.0 + 3.0  # one small trial may finish past the line
@@ -139,7 +141,7 @@ def postgres_url() -> str:
     """A fresh database on the PostgreSQL that `make test` starts on loopback; dropped after."""
     admin = os.environ.get("AUTOML_TEST_POSTGRES_URL")
     if not admin:
-        pytest.skip("AUTOML_TEST_POSTGRES_URL is unset: `make test` starts PostgreSQL and sets it")
+        missing("AUTOML_TEST_POSTGRES_URL is unset: `make test` starts PostgreSQL and sets it")
     import secrets
 
     import psycopg2
@@ -210,7 +212,7 @@ def _kill_then_resume(tmp_path: Path, storage: str | None) -> None:
                 continue
             try:
                 trials = optuna.load_study(study_name=STUDY_NAME, storage=storage).get_trials()
-            except Exception:  # the study may not exist yet
+            except Exception:  # noqa: BLE001 (the study may not exist yet)
                 continue
             done = {t.number: t.value for t in trials if t.state.name == "COMPLETE"}
             running = [t.number for t in trials if t.state.name == "RUNNING"]
@@ -243,7 +245,7 @@ def _kill_then_resume(tmp_path: Path, storage: str | None) -> None:
     assert (board.status == "complete").sum() == 8
 
 
-def test_storage_url_elsewhere_holds_the_study(tmp_path: Path, blood_search) -> None:  # noqa: ANN001
+def test_storage_url_elsewhere_holds_the_study(tmp_path: Path, blood_search: BloodSearch) -> None:
     url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     blood_search(FAST_LINEAR, trials=2, storage=url)
     assert (tmp_path / "elsewhere.db").exists() and not (tmp_path / "run" / "study.db").exists()

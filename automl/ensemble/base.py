@@ -43,6 +43,7 @@ class Ensembler(ABC):
     """
 
     combiner = "weighted"  # how predict combines members: "weighted" average or "stacking"
+    weights_: np.ndarray  # set by fit: how much each member counts
 
     def __init__(self, metric: Metric) -> None:
         self.metric = metric

@@ -13,7 +13,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import joblib
 import numpy as np
@@ -129,7 +129,7 @@ def select_pool(
     records: list[TrialRecord], metric: Metric, top_k: int, per_family: bool
 ) -> list[TrialRecord]:
     done = [r for r in records if r.status == "complete" and r.val_score is not None]
-    done.sort(key=lambda r: r.val_score, reverse=metric.greater_is_better)
+    done.sort(key=lambda r: cast(float, r.val_score), reverse=metric.greater_is_better)
     if not per_family:
         return done[:top_k]
     pool: list[TrialRecord] = []

@@ -44,7 +44,7 @@ def leave_one_out(
     """Error without member i minus the full ensemble's error, for weighted members (else None)."""
     if ensembler.combiner != "weighted":
         return [None] * stacked.shape[0]
-    weights = np.asarray(ensembler.weights_, dtype=float)
+    weights = np.asarray(ensembler.weights_, dtype=np.float64)
     power = getattr(ensembler, "power_", 1.0)
     full = metric.error(y, weighted_average(stacked, weights, power))
     effects: list[float | None] = []
@@ -99,7 +99,7 @@ def describe(
 ) -> dict[str, Any]:
     """Leave-one-out effects and the error correlation of the members that count most."""
     stacked = stack(val_preds)
-    weights = np.asarray(ensembler.weights_, dtype=float)
+    weights = np.asarray(ensembler.weights_, dtype=np.float64)
     shown = [i for i in np.argsort(-weights) if weights[i] > 0][:MAX_CORRELATED]
     corr = error_correlation(stacked[shown], y_val) if shown else np.zeros((0, 0))
     return {

@@ -45,7 +45,7 @@ def export_if_keras(run: RunDir, summary: dict[str, Any], directory: Path) -> di
     encoders = {m["trial"]: verify(run.trial_dir(m["trial"]), ENCODER_FILE) for m in members}
     if len({sha256_file(p) for p in encoders.values()}) != 1:
         return _skip("members use different encoders")
-    weighted = []
+    weighted: list[tuple[Path, float]] = []
     for m in members:  # a cross-fitted member's weight is shared among its folds
         dirs = model_dirs(run.trial_dir(m["trial"]))
         weighted.extend((d, m["weight"] / len(dirs)) for d in dirs)

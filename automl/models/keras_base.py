@@ -21,7 +21,7 @@ import abc
 import os
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -111,7 +111,7 @@ class KerasNetwork(abc.ABC):
         self.work_dir = ctx.work_dir
         self.on_epoch = ctx.on_epoch
         self.layout: dict[str, Any] = dict(ctx.layout or {})
-        self.others = [tuple(o) for o in ctx.others]
+        self.others: list[tuple[str, str, int]] = [(o[0], o[1], int(o[2])) for o in ctx.others]
         self.y_mean = 0.0
         self.y_std = 1.0
         self.other_scales: list[tuple[float, float]] = []
@@ -410,7 +410,7 @@ def load_network(directory: Path) -> KerasNetwork:
     ctx = BuildContext(
         task=meta["task"], n_classes=meta["n_classes"], seed=meta["seed"], layout=meta.get("layout")
     )
-    network = FAMILIES[meta.get("family", "mlp")].build(meta["params"], ctx)
+    network = cast(KerasNetwork, FAMILIES[meta.get("family", "mlp")].build(meta["params"], ctx))
     network.y_mean, network.y_std = meta["y_mean"], meta["y_std"]
     network.model = keras.saving.load_model(verify(directory, MODEL_FILE), safe_mode=True)
     return network

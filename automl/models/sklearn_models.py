@@ -22,7 +22,9 @@ MODEL_FILE = "model.joblib"
 class SklearnModel:
     """Wraps a scikit-learn-compatible estimator; `predict` returns probabilities or values."""
 
-    def __init__(self, estimator: Any, task: str, n_classes: int, uses_validation: bool = False):
+    def __init__(
+        self, estimator: Any, task: str, n_classes: int, uses_validation: bool = False
+    ) -> None:
         self.estimator = estimator
         self.task = task
         self.n_classes = n_classes
@@ -70,7 +72,7 @@ def _deadline(deadline: float | None):  # noqa: ANN202
         if deadline is not None and time.time() >= deadline:
             raise lightgbm.callback.EarlyStopException(env.iteration, env.evaluation_result_list)
 
-    callback.order = 40  # after early stopping has looked at this round
+    callback.order = 40  # type: ignore[attr-defined]  # after early stopping has looked
     return callback
 
 

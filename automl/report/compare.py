@@ -35,7 +35,7 @@ def _best_curves(records: list[TrialRecord], greater: bool) -> tuple[list, list,
     if not done:
         return [], [], []
     pick = max if greater else min
-    best = [pick(r.val_score for r in done[: i + 1]) for i in range(len(done))]
+    best = [pick(r.score for r in done[: i + 1]) for i in range(len(done))]
     start = min(r.started for r in done if r.started is not None) if done[0].started else 0.0
     seconds = [(r.finished or start) - start for r in done]
     return list(range(1, len(done) + 1)), seconds, best
@@ -73,7 +73,7 @@ def write_comparison(run_dirs: list[str], out: str | Path) -> str:
     for run, info in zip(runs, infos, strict=True):
         records = load_trials(run)
         done = [r for r in records if r.status == "complete" and r.val_score is not None]
-        best = max(done, key=lambda r: r.val_score if greater else -r.val_score, default=None)
+        best = max(done, key=lambda r: r.score if greater else -r.score, default=None)
         ensembles = load_ensembles(run)
         best_ens = max(
             ensembles, key=lambda e: e["val_score"] if greater else -e["val_score"], default=None

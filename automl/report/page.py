@@ -18,7 +18,7 @@ import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -45,7 +45,10 @@ def figure(svg: str | None, caption: str, name: str) -> str:
     )
 
 
-def _safe(build: Callable[[], str | None], what: str) -> str | None:
+Built = TypeVar("Built")
+
+
+def _safe(build: Callable[[], Built], what: str) -> Built | None:
     """A figure that cannot be drawn is left out with a warning; the report still gets written."""
     try:
         return build()
@@ -63,7 +66,7 @@ def param_importances(run: RunDir, metric: Metric, min_trials: int = 6) -> dict[
     study = optuna.load_study(study_name=STUDY_NAME, storage=run.storage())
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     out: dict[str, dict[str, float]] = {}
-    for family in sorted({t.params.get("family") for t in trials} - {None}):
+    for family in sorted({str(t.params["family"]) for t in trials if "family" in t.params}):
         own = [t for t in trials if t.params.get("family") == family]
         if len(own) < min_trials:
             continue
@@ -135,7 +138,7 @@ def keras_layers(model_file: Path) -> list[dict[str, Any]]:
 
 def _best_network(run: RunDir, records: list[TrialRecord], greater: bool) -> tuple[str, list]:
     keras_trials = [r for r in records if r.status == "complete" and r.n_params is not None]
-    keras_trials.sort(key=lambda r: r.val_score, reverse=greater)
+    keras_trials.sort(key=lambda r: r.score, reverse=greater)
     for record in keras_trials:
         folder = model_dirs(run.trial_dir(record.number))[0]
         if (folder / "model.keras").exists():
@@ -324,7 +327,7 @@ def write_report(run: RunDir) -> str:
     top_family = max(importance, key=lambda f: sum(r.family == f for r in records), default=None)
     keras_done = sorted(
         (r for r in records if r.status == "complete" and r.n_params is not None),
-        key=lambda r: r.val_score,
+        key=lambda r: r.score,
         reverse=greater,
     )[:LEARNING_CURVES]
     curves = [(r.name, _history(run.trial_dir(r.number))) for r in keras_done]

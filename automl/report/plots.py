@@ -76,9 +76,9 @@ def history(records: list[TrialRecord], metric: str, greater: bool) -> str | Non
             alpha=0.75,
             label=family,
         )
-        best = [pick(r.val_score for r in pts[: i + 1]) for i in range(len(pts))]
+        best = [pick(r.score for r in pts[: i + 1]) for i in range(len(pts))]
         ax.step([r.number for r in pts], best, where="post", color=color, linewidth=0.9, alpha=0.6)
-    overall = [pick(r.val_score for r in done[: i + 1]) for i in range(len(done))]
+    overall = [pick(r.score for r in done[: i + 1]) for i in range(len(done))]
     ax.step(
         [r.number for r in done],
         overall,

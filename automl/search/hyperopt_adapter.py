@@ -23,7 +23,7 @@ def _expr(param: Param) -> Any:
     label = param.label
     if param.type == "categorical":
         return hp.choice(label, list(param.choices))
-    low, high = param.low, param.high
+    low, high = param.bounds
     if param.step:
         return hp.quniform(label, low, high, param.step)
     if param.type == "int":

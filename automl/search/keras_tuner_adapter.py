@@ -40,12 +40,14 @@ def _define(hp: Any, param: Param) -> None:
         kwargs: dict[str, Any] = {"sampling": "log" if param.log else "linear"}
         if param.step:
             kwargs["step"] = int(param.step)
-        hp.Int(param.label, int(param.low), int(param.high), default=param.default, **kwargs)
+        low, high = param.bounds
+        hp.Int(param.label, int(low), int(high), default=param.default, **kwargs)
     else:
+        low, high = param.bounds
         hp.Float(
             param.label,
-            float(param.low),
-            float(param.high),
+            float(low),
+            float(high),
             step=param.step,
             sampling="log" if param.log else "linear",
             default=param.default,
@@ -83,7 +85,7 @@ def max_epochs(space: SearchSpace) -> int:
     for family in space.families.values():
         for param in family.params:
             if param.name == "epochs":
-                top = max(top, int(param.value if param.type == "fixed" else param.high))
+                top = max(top, int(param.value if param.type == "fixed" else param.bounds[1]))
     return top or 30
 
 
