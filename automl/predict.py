@@ -22,8 +22,7 @@ from automl.errors import UserInputError
 from automl.io import verify
 from automl.metrics import METRICS
 from automl.preprocess import transform
-from automl.run import RunDir, load_trials
-from automl.search.evaluate import ENCODER_FILE, load_trial_model
+from automl.run import ENCODER_FILE, RunDir, load_trial_model, load_trials
 
 
 class TrialModel:

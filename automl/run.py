@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from automl.errors import UserInputError
-from automl.io import check_can_write, read_json, verify
+from automl.io import MANIFEST, check_can_write, read_json, verify
 
 RUN_FILE = "run.json"
 STUDY_NAME = "automl"
@@ -218,3 +218,46 @@ class RunLock:
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self.handle, fcntl.LOCK_UN)
         self.handle.close()
+
+
+# --------------------------------------------------------------------------------------------
+# A trial's model files: written by the search (`automl.search.evaluate`), read by predict,
+# the report and the Keras export, which import them from here, never from the search.
+
+ENCODER_FILE = "encoder.joblib"
+
+
+def fold_name(k: int) -> str:
+    return f"fold{k}"
+
+
+class FoldAverage:
+    """The K cross-fitted models of a trial, predicting as their mean."""
+
+    def __init__(self, models: list[Any]) -> None:
+        self.models = models
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return sum(m.predict(x) for m in self.models) / len(self.models)
+
+
+def model_dirs(directory: Path) -> list[Path]:
+    """The folders holding a trial's model files: the trial's own, or one per fold under cv
+    (each fold's manifest is itself checked against the trial's)."""
+    folds = read_json(verify(directory, "config.json")).get("folds")
+    if not folds:
+        return [directory]
+    for k in range(folds):
+        verify(directory, f"{fold_name(k)}/{MANIFEST}")
+    return [directory / fold_name(k) for k in range(folds)]
+
+
+def load_trial_model(directory: Path) -> Any:
+    """A trial's model (the mean of its folds under cv), every file checked against a manifest."""
+    from automl.models import FAMILIES
+
+    family = FAMILIES[read_json(verify(directory, "config.json"))["family"]]
+    dirs = model_dirs(directory)
+    if dirs == [directory]:
+        return family.load(directory)
+    return FoldAverage([family.load(d) for d in dirs])

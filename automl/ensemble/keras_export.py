@@ -32,7 +32,7 @@ def _skip(reason: str) -> dict[str, Any]:
 def export_if_keras(run: RunDir, summary: dict[str, Any], directory: Path) -> dict[str, Any]:
     """Write `model.keras` for an all-Keras weighted ensemble; say why not otherwise."""
     from automl.models import FAMILIES
-    from automl.search.evaluate import ENCODER_FILE, model_dirs
+    from automl.run import ENCODER_FILE, model_dirs
 
     members = summary["members"]
     if summary["combiner"] != "weighted":

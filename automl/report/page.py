@@ -28,8 +28,7 @@ from automl.metrics import METRICS, Metric
 from automl.report import plots
 from automl.report.assets import SCRIPT, STYLE
 from automl.report.leaderboard import columns_of, fmt, write_leaderboard
-from automl.run import STUDY_NAME, RunDir, TrialRecord, load_predictions, load_trials
-from automl.search.evaluate import model_dirs
+from automl.run import STUDY_NAME, RunDir, TrialRecord, load_predictions, load_trials, model_dirs
 
 LEARNING_CURVES = 6
 esc = html.escape

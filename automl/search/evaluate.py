@@ -23,8 +23,6 @@ from automl.data import Dataset
 from automl.errors import TrialFailed
 from automl.io import (
     MANIFEST,
-    read_json,
-    verify,
     write_bytes_atomic,
     write_json_atomic,
     write_manifest,
@@ -34,11 +32,9 @@ from automl.metrics import EXTRA_METRICS, METRICS, Metric, get_metric
 from automl.models import FAMILIES, BuildContext, Family
 from automl.models.per_target import PerTarget
 from automl.preprocess import fit_encoder, layout, transform
-from automl.run import RunDir
+from automl.run import ENCODER_FILE, RunDir, fold_name
 from automl.space import EPOCHS_KEY, SearchSpace
 from automl.tensorboard import TENSORBOARD_DIR, write_hparams
-
-ENCODER_FILE = "encoder.joblib"
 
 
 @dataclass
@@ -301,37 +297,3 @@ def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResul
         metrics={"val_score": val_score, "test_score": test_score},
     )
     return result
-
-
-def fold_name(k: int) -> str:
-    return f"fold{k}"
-
-
-class FoldAverage:
-    """The K cross-fitted models of a trial, predicting as their mean."""
-
-    def __init__(self, models: list[Any]) -> None:
-        self.models = models
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return sum(m.predict(x) for m in self.models) / len(self.models)
-
-
-def model_dirs(directory: Path) -> list[Path]:
-    """The folders holding a trial's model files: the trial's own, or one per fold under cv
-    (each fold's manifest is itself checked against the trial's)."""
-    folds = read_json(verify(directory, "config.json")).get("folds")
-    if not folds:
-        return [directory]
-    for k in range(folds):
-        verify(directory, f"{fold_name(k)}/{MANIFEST}")
-    return [directory / fold_name(k) for k in range(folds)]
-
-
-def load_trial_model(directory: Path) -> Any:
-    """A trial's model (the mean of its folds under cv), every file checked against a manifest."""
-    family = FAMILIES[read_json(verify(directory, "config.json"))["family"]]
-    dirs = model_dirs(directory)
-    if dirs == [directory]:
-        return family.load(directory)
-    return FoldAverage([family.load(d) for d in dirs])

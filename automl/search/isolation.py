@@ -99,7 +99,7 @@ def _worker_trial(number: int, flat: dict[str, Any], pruning: dict[str, Any] | N
     if pruning is not None:
         import optuna
 
-        from automl.search.loop import make_pruner, pruning_reporter
+        from automl.search.pruning import make_pruner, pruning_reporter
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.load_study(

@@ -33,6 +33,7 @@ from automl.search.driver import SearchSettings, StudyDriver
 from automl.search.evaluate import TrialContext, evaluate
 from automl.search.isolation import KerasWorker, evaluate_isolated
 from automl.search.progress import Progress
+from automl.search.pruning import PRUNERS, make_pruner
 from automl.space import SearchSpace
 
 BACKENDS = ("optuna", "hyperopt", "keras-tuner")
@@ -143,22 +144,6 @@ def make_sampler(sampler: str, backend: str, seed: int) -> Any:
             )
     # Random, and the hyperopt backend (whose points are all enqueued, never sampled here).
     return optuna.samplers.RandomSampler(seed=seed)
-
-
-PRUNERS = ("median", "hyperband", "none")
-
-
-def make_pruner(pruner: str) -> Any:
-    """Optuna's pruner for per-epoch reports of the local executor's networks."""
-    import optuna
-
-    if pruner == "median":  # worse than the median of the family's peers at the same epoch
-        from automl.search.pruning import FamilyMedianPruner
-
-        return FamilyMedianPruner()
-    if pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
-    return optuna.pruners.NopPruner()
 
 
 def _open_study(
@@ -476,18 +461,6 @@ def stopped_by(exc: BaseException) -> SearchStopped:
         f"the search stopped: {one_line(exc)}; finished trials are kept, and running the "
         "same command again resumes once the disk or database is fixed"
     )
-
-
-def pruning_reporter(trial: Any, ctx: TrialContext) -> Callable[[int, Any], None]:
-    """Reports a network's validation score after each epoch to the study's pruner, and stops
-    the trial (`TrialPruned`) when the pruner says so."""
-
-    def report(epoch: int, val_pred: Any) -> None:
-        trial.report(ctx.metric(ctx.y_val, val_pred), epoch)
-        if trial.should_prune():
-            raise TrialPruned(epoch)
-
-    return report
 
 
 def check_families_fit_data(space: SearchSpace, schema: Any, data: str) -> None:

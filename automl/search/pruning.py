@@ -11,14 +11,19 @@ Fashion-MNIST). Here a trial is compared only with completed trials of its own f
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from optuna.pruners import BasePruner
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from automl.errors import TrialPruned
 from automl.space import FAMILY_KEY
+
+if TYPE_CHECKING:
+    from automl.search.evaluate import TrialContext
 
 
 class FamilyMedianPruner(BasePruner):
@@ -64,3 +69,29 @@ class FamilyMedianPruner(BasePruner):
         if study.direction == StudyDirection.MINIMIZE:
             return value > median
         return value < median
+
+
+PRUNERS = ("median", "hyperband", "none")
+
+
+def make_pruner(pruner: str) -> Any:
+    """Optuna's pruner for per-epoch reports of the local executor's networks."""
+    import optuna
+
+    if pruner == "median":  # worse than the median of the family's peers at the same epoch
+        return FamilyMedianPruner()
+    if pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def pruning_reporter(trial: Any, ctx: TrialContext) -> Callable[[int, Any], None]:
+    """Reports a network's validation score after each epoch to the study's pruner, and stops
+    the trial (`TrialPruned`) when the pruner says so."""
+
+    def report(epoch: int, val_pred: Any) -> None:
+        trial.report(ctx.metric(ctx.y_val, val_pred), epoch)
+        if trial.should_prune():
+            raise TrialPruned(epoch)
+
+    return report
