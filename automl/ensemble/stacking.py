@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from automl.ensemble.base import Ensembler, stack
 from automl.metrics import Metric
@@ -62,11 +63,16 @@ class StackingEnsemble(Ensembler):
         self.seed = seed
 
     def fit(self, preds: Sequence[np.ndarray], y: np.ndarray) -> StackingEnsemble:
+        # One BLAS thread: the meta-learner's matrices are small, and OpenBLAS's idle threads
+        # spinning between products made a 10-class fit take minutes (see surrogate.py).
+        with threadpool_limits(1, user_api="blas"):
+            return self._fit(stack(preds), y)
+
+    def _fit(self, stacked: np.ndarray, y: np.ndarray) -> StackingEnsemble:
         from sklearn.base import clone
         from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, Ridge, RidgeCV
         from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 
-        stacked = stack(preds)
         x = features(stacked)
         if stacked.ndim == 2:
             self.meta_ = RidgeCV(alphas=STRENGTHS).fit(x, y)
@@ -75,6 +81,10 @@ class StackingEnsemble(Ensembler):
             final = Ridge(alpha=self.meta_.alpha_)
             self.oof_ = cross_val_predict(clone(final), x, y, cv=splitter)
         else:
+            # Standardized log-probabilities: a clipped log(1e-6) is -13.8 beside values near
+            # 0, and lbfgs on the raw features ran out of iterations on ten classes.
+            self.center_, self.scale_ = x.mean(axis=0), x.std(axis=0) + 1e-12
+            x = (x - self.center_) / self.scale_
             n_classes = stacked.shape[2]
             counts = np.bincount(np.asarray(y, dtype=int), minlength=n_classes)
             folds = int(max(2, min(self.folds, counts[counts > 0].min())))
@@ -111,6 +121,8 @@ class StackingEnsemble(Ensembler):
         x = features(stacked)
         if stacked.ndim == 2:
             return self.meta_.predict(x)
+        if hasattr(self, "center_"):  # combiners saved before features were standardized lack it
+            x = (x - self.center_) / self.scale_
         proba = np.zeros((x.shape[0], self.n_classes_))
         proba[:, self.meta_.classes_.astype(int)] = self.meta_.predict_proba(x)
         return proba
