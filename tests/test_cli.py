@@ -258,26 +258,6 @@ def _bytes(p: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("case", "make_args", "message"), BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
-def test_bad_input_gets_one_line_and_exit_2(
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    case: str,
-    make_args: Callable[[Path], list],
-    message: str,
-) -> None:
-    out = tmp_path / "run"
-    code = main(["search", "--out", str(out), *[str(a) for a in make_args(tmp_path)]])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err and "hunter2" not in err
-    import re
-
-    assert re.search(message, err), err
-    assert not out.exists()  # nothing half-written
-
-
 def test_out_pointing_at_a_file(tmp_path: Path, cli: Cli) -> None:
     target = tmp_path / "file.txt"
     target.write_text("x")
@@ -402,16 +382,27 @@ MORE_BAD_INPUT = [
 
 
 @pytest.mark.parametrize(
-    ("case", "make_args", "message"), MORE_BAD_INPUT, ids=[c[0] for c in MORE_BAD_INPUT]
+    ("case", "make_args", "message"),
+    BAD_INPUT + MORE_BAD_INPUT,
+    ids=[c[0] for c in BAD_INPUT + MORE_BAD_INPUT],
 )
-def test_more_bad_input(
+def test_bad_input_gets_one_line_and_exit_2(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     case: str,
     make_args: Callable[[Path], list],
     message: str,
 ) -> None:
-    test_bad_input_gets_one_line_and_exit_2(tmp_path, capsys, case, make_args, message)
+    out = tmp_path / "run"
+    code = main(["search", "--out", str(out), *[str(a) for a in make_args(tmp_path)]])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err and "hunter2" not in err
+    import re
+
+    assert re.search(message, err), err
+    assert not out.exists()  # nothing half-written
 
 
 @pytest.mark.parametrize(("text", "message"), BAD_SPACES)
