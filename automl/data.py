@@ -84,12 +84,7 @@ def read_data(data: DataSource) -> pd.DataFrame:
         return read_table(str(data))
     frame = data.copy()
     frame.columns = [str(c) for c in frame.columns]
-    names = list(frame.columns)
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise UserInputError(
-            f"DataFrame: duplicate column names {duplicated}; names must be unique"
-        )
+    _check_unique(list(frame.columns), "DataFrame")
     if frame.shape[0] == 0:
         raise UserInputError("DataFrame: has columns but no rows")
     return frame
@@ -150,6 +145,12 @@ def _iter_csv(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
         raise UserInputError(f"{path}: not a readable CSV file ({first})") from None
 
 
+def _check_unique(names: list[str], source: str) -> None:
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise UserInputError(f"{source}: duplicate column names {duplicated}; names must be unique")
+
+
 def _looks_binary(path: Path) -> bool:
     """NUL bytes or undecodable UTF-8 in the first 64 KiB (after gunzip) mean not a CSV."""
     import gzip
@@ -186,9 +187,7 @@ def _read_csv(path: Path, nrows: int | None = None) -> pd.DataFrame:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserInputError(f"{path}: not a readable CSV file ({first})") from None
     names = [str(n) for n in header.iloc[0].tolist()] if header.shape[0] else []
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise UserInputError(f"{path}: duplicate column names {duplicated}; names must be unique")
+    _check_unique(names, str(path))
     if frame.shape[1] == 1 and frame.shape[0] > 0 and any(d in names[0] for d in ";|\t"):
         raise UserInputError(
             f"{path}: found a single column {names[0]!r}; expected comma-separated values"
@@ -208,7 +207,7 @@ def _read_npz(path: Path) -> pd.DataFrame:
                     f"{path}: .npz must hold an array 'x' (and 'y' to train); found {keys}"
                 )
             x = archive["x"]
-            y = archive["y"] if "y" in keys else np.zeros(len(x))
+            y = archive["y"] if "y" in keys else None
     except ValueError as exc:
         if "allow_pickle" in str(exc):
             raise UserInputError(
@@ -218,17 +217,17 @@ def _read_npz(path: Path) -> pd.DataFrame:
         raise UserInputError(f"{path}: not a readable .npz file ({exc})") from None
     except (OSError, EOFError) as exc:
         raise UserInputError(f"{path}: not a readable .npz file ({exc})") from None
-    if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
+    if x.ndim < 2 or (y is not None and (y.ndim != 1 or len(x) != len(y))):
         raise UserInputError(
             f"{path}: expected x of shape (N, ...) and y of shape (N,); "
-            f"got x {x.shape} and y {y.shape}"
+            f"got x {x.shape} and y {None if y is None else y.shape}"
         )
     if x.ndim > 4:
         raise UserInputError(
             f"{path}: expected images x of shape (N, H, W) or (N, H, W, C); got {x.shape}"
         )
     frame = pd.DataFrame(x.reshape(len(x), -1), columns=[f"px_{i}" for i in range(x[0].size)])
-    if "y" in keys:
+    if y is not None:
         frame["y"] = y
     if x.ndim >= 3:  # (N, H, W[, C]): images, whose shape the convolutional families need
         frame.attrs[IMAGE_SHAPE_ATTR] = [*x.shape[1:3], x.shape[3] if x.ndim == 4 else 1]

@@ -44,6 +44,14 @@ class SearchStopped(Exception):
     """The search stopped early for a cause no further trial can fix."""
 
 
+def stopped_by(cause: str) -> SearchStopped:
+    """The one line a failing disk or database stops the search with, whichever executor."""
+    return SearchStopped(
+        f"the search stopped: {cause}; finished trials are kept, and running the same "
+        "command again resumes once the disk or database is fixed"
+    )
+
+
 # Disk failures a trial cannot fix: no space, a read-only or failing file system, a quota.
 FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT})
 

@@ -19,7 +19,7 @@ from automl.data import Schema, coerce_features
 from automl.ensemble.base import weighted_average
 from automl.ensemble.build import COMBINER_FILE, load_ensembles
 from automl.errors import UserInputError
-from automl.io import verify
+from automl.io import atomic_file, verify
 from automl.metrics import METRICS
 from automl.preprocess import transform
 from automl.run import ENCODER_FILE, RunDir, load_trial_model, load_trials
@@ -134,43 +134,31 @@ def predict_to_file(
 ) -> int:
     """Predict `data` (a file or `builtin:NAME`) chunk by chunk into `out` (CSV, or Parquet for
     a .parquet name), so memory stays bounded by the chunk, not the file. The file appears
-    whole or not at all: chunks go to a temporary file that replaces `out` at the end."""
-    import os
-    import tempfile
-
+    whole or not at all (`atomic_file`)."""
     from automl.data import iter_table
 
     parquet = out.suffix.lower() in (".parquet", ".pq")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
     rows = 0
     writer: Any = None
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as text:
-            for chunk in iter_table(data, chunk_rows):
-                predictions = predictor.predict_frame(chunk, source=data)
-                rows += len(predictions)
-                if parquet:
-                    writer = _write_parquet_chunk(writer, tmp, predictions)
-                else:
-                    predictions.to_csv(text, index=False, header=rows == len(predictions))
-            text.flush()
-            os.fsync(text.fileno())
+    with atomic_file(out) as tmp:
+        try:
+            with open(tmp, "w", encoding="utf-8", newline="") as text:
+                for chunk in iter_table(data, chunk_rows):
+                    predictions = predictor.predict_frame(chunk, source=data)
+                    rows += len(predictions)
+                    if parquet:
+                        writer = _write_parquet_chunk(writer, tmp, predictions)
+                    else:
+                        predictions.to_csv(text, index=False, header=rows == len(predictions))
+        finally:
+            if writer is not None:
+                writer.close()
         if rows == 0:
             raise UserInputError(f"{data}: has a header but no data rows")
-        if writer is not None:
-            writer.close()
-        os.replace(tmp, out)
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return rows
 
 
-def _write_parquet_chunk(writer: Any, path: str, predictions: pd.DataFrame) -> Any:
+def _write_parquet_chunk(writer: Any, path: Path, predictions: pd.DataFrame) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 

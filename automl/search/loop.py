@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from automl.data import DataSource, Schema, data_fingerprint, load_dataset, source_name
 from automl.ensemble.build import save_targets
-from automl.errors import SearchStopped, TrialPruned, UserInputError, is_fatal, one_line
+from automl.errors import TrialPruned, UserInputError, is_fatal, one_line, stopped_by
 from automl.io import write_json_atomic
 from automl.metrics import get_metric
 from automl.models import FAMILIES
@@ -366,7 +366,7 @@ def run_search(
                     )  # fmt: skip
                 except Exception as exc:
                     if is_fatal(exc):
-                        raise stopped_by(exc) from exc
+                        raise stopped_by(one_line(exc)) from exc
                     raise
                 return summarize(run, driver, reason, started)
             return _loop(settings, trial_timeout)
@@ -447,20 +447,12 @@ def _loop(settings: SearchSettings, trial_timeout: float | None) -> SearchSummar
                 driver.succeeded(trial, flat, result)
     except Exception as exc:
         if is_fatal(exc):
-            raise stopped_by(exc) from exc
+            raise stopped_by(one_line(exc)) from exc
         raise
     finally:
         if worker is not None:
             worker.close()
     return summarize(settings.run, driver, reason, settings.started)
-
-
-def stopped_by(exc: BaseException) -> SearchStopped:
-    """The one line a fatal storage or disk failure stops the search with."""
-    return SearchStopped(
-        f"the search stopped: {one_line(exc)}; finished trials are kept, and running the "
-        "same command again resumes once the disk or database is fixed"
-    )
 
 
 def check_families_fit_data(space: SearchSpace, schema: Any, data: str) -> None:

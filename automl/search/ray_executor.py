@@ -20,7 +20,7 @@ import math
 import os
 from typing import Any
 
-from automl.errors import SearchStopped, UserInputError, is_fatal, one_line
+from automl.errors import UserInputError, is_fatal, one_line, stopped_by
 from automl.search.driver import SearchSettings, StudyDriver
 from automl.search.evaluate import TrialContext, TrialResult, evaluate
 
@@ -238,8 +238,5 @@ def _tune(
     finally:
         ray.shutdown()  # stops a local Ray; on a cluster, only disconnects this driver
     if searcher.fatal is not None:
-        raise SearchStopped(
-            f"the search stopped: {searcher.fatal} (in a Ray worker); finished trials are "
-            "kept, and running the same command again resumes once the disk is fixed"
-        )
+        raise stopped_by(f"{searcher.fatal} (in a Ray worker)")
     return driver, searcher.stopped or driver.stop_reason()
