@@ -143,11 +143,10 @@ def test_a_killed_driver_resumes_without_losing_or_repeating_a_trial(
     driver = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    before: dict[int, float] = {}
-    running: list[int] = []
+    killed = False
     try:
         deadline = time.time() + 180
-        while time.time() < deadline and not running:
+        while time.time() < deadline and not killed:
             time.sleep(0.2)
             if not (out / "study.db").exists():
                 continue
@@ -157,14 +156,18 @@ def test_a_killed_driver_resumes_without_losing_or_repeating_a_trial(
                 ).trials
             except Exception:  # noqa: BLE001 - the study may not exist yet
                 continue
-            done = {t.number: t.value for t in trials if t.state.name == "COMPLETE"}
+            done = [t for t in trials if t.state.name == "COMPLETE"]
             if len(done) >= 2 and any(t.state.name == "RUNNING" for t in trials):
                 driver.send_signal(signal.SIGKILL)
-                before = done
-                running = [t.number for t in trials if t.state.name == "RUNNING"]
+                killed = True
     finally:
         driver.kill()
         driver.wait()
+    # The state the killed driver left, read once it is dead: between the poll above and the
+    # signal, the driver may have finished a trial or started another.
+    trials = optuna.load_study(study_name=STUDY_NAME, storage=RunDir(out).storage()).trials
+    before = {t.number: t.value for t in trials if t.state.name == "COMPLETE"}
+    running = [t.number for t in trials if t.state.name == "RUNNING"]
     assert running, "the search finished before it could be killed"
     deadline = time.time() + 30  # Ray's reaper stops the killed driver's local Ray
     while (left := [p.pid for p in psutil.process_iter() if _group(p.pid) == driver.pid]) and (
