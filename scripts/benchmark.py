@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as futures
+import json
 import multiprocessing
+import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -142,6 +145,35 @@ def run_baseline(
     return {"best": pred, "seconds": time.time() - start, "peak_mb": peak_mb(), "trials": 1}
 
 
+PEERS = ("autogluon", "flaml")
+
+
+def run_peer(
+    system: str, python: str, train: str, test: str, target: str, task: str, classes: list,
+    budget: float, threads: int, workdir: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """A peer in its own virtualenv (scripts/peers.py), on the same files, budget and cores."""
+    out = workdir / f"{system}_pred.npy"
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    command = [python, str(ROOT / "scripts" / "peers.py"), system, train, test, target, task,
+               json.dumps([str(c) for c in classes]), str(budget), str(threads), str(out),
+               str(workdir / system)]  # fmt: skip
+    start = time.time()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        print(f"  {system} failed: {' | '.join(tail)}", flush=True)
+        return {"best": None, "seconds": time.time() - start, "peak_mb": float("nan")}
+    facts = json.loads(Path(f"{out}.json").read_text())
+    return {
+        "best": np.load(out),
+        "seconds": facts["seconds"],
+        "process_seconds": time.time() - start,
+        "peak_mb": facts["peak_mb"],
+        "detail": facts["detail"],
+    }
+
+
 def in_fresh_process(fn: Any, *args: Any) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
     with futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
@@ -149,7 +181,12 @@ def in_fresh_process(fn: Any, *args: Any) -> dict[str, Any]:
 
 
 def benchmark_dataset(
-    spec: str, budget: float, threads: int, workroot: Path, cv: int | None = None
+    spec: str,
+    budget: float,
+    threads: int,
+    workroot: Path,
+    cv: int | str = "auto",
+    peers_python: str | None = None,
 ) -> list[dict[str, Any]]:
     from sklearn.model_selection import train_test_split
 
@@ -197,8 +234,13 @@ def benchmark_dataset(
         results[baseline] = in_fresh_process(
             run_baseline, baseline, train_path, test_path, target, tgt.task, tgt.classes, threads
         )
+    for peer in PEERS if peers_python else ():
+        results[peer] = run_peer(peer, peers_python, train_path, test_path, target, tgt.task,
+                                 tgt.classes, budget, threads, workdir)  # fmt: skip
     rows = []
     for system, result in results.items():
+        if result["best"] is None:  # a peer that failed on this dataset
+            continue
         row = {
             "dataset": name,
             "task": tgt.task,
@@ -208,7 +250,7 @@ def benchmark_dataset(
             **{f"test_{m.name}": m(y_test, np.asarray(result["best"])) for m in extras},
             "wall_seconds": round(result["seconds"], 1),
             "trials": result.get("trials"),
-            "peak_mb": round(result["peak_mb"]),
+            "peak_mb": round(result["peak_mb"]) if np.isfinite(result["peak_mb"]) else None,
             "detail": result.get("detail", ""),
         }
         rows.append(row)
@@ -515,43 +557,95 @@ def scaling(workdir: Path, trials: int = 8) -> str:
     return "\n".join(lines) + "\n"
 
 
+RANKED = {
+    "ours_ensemble": "ours",
+    "autogluon": "AutoGluon best_quality",
+    "flaml": "FLAML",
+    "lightgbm_default": "LightGBM default",
+    "random_forest_500": "RF 500",
+}
+
+
+def rank_table(table: pd.DataFrame) -> list[str]:
+    """Mean rank of the systems every dataset has (ties share the mean rank), and ours against
+    each of them dataset by dataset."""
+    present = [s for s in RANKED if s in set(table.system)]
+    ranks: dict[str, list[float]] = {s: [] for s in present}
+    versus: dict[str, list[int]] = {s: [0, 0, 0] for s in present if s != "ours_ensemble"}
+    for _, group in table.groupby("dataset", sort=False):
+        score = dict(zip(group.system, group.test_score, strict=True))
+        if not all(s in score for s in present):
+            continue
+        metric = get_metric(group.metric.iloc[0], group.task.iloc[0])
+        sign = -1.0 if metric.greater_is_better else 1.0
+        values = pd.Series({s: sign * round(score[s], 6) for s in present})
+        for s, r in values.rank(method="average").items():
+            ranks[s].append(float(r))
+        for s, wins in versus.items():
+            ours, theirs = values["ours_ensemble"], values[s]
+            wins[0 if ours < theirs else 1 if ours == theirs else 2] += 1
+    lines = ["", "Mean rank on test (1 = best; ties share the mean rank):", ""]
+    lines += ["| system | mean rank | datasets |", "|---|---|---|"]
+    for s in sorted(present, key=lambda s: np.mean(ranks[s]) if ranks[s] else np.inf):
+        lines.append(f"| {RANKED[s]} | {np.mean(ranks[s]):.2f} | {len(ranks[s])} |")
+    lines += ["", "Ours against each (wins / ties / losses on test):", ""]
+    lines += ["| against | wins | ties | losses |", "|---|---|---|---|"]
+    for s, (won, tied, lost) in versus.items():
+        lines.append(f"| {RANKED[s]} | {won} | {tied} | {lost} |")
+    return lines
+
+
 def markdown(table: pd.DataFrame, budget: float) -> str:
     lines = [f"# Tabular benchmark, {budget:.0f} s budget, 80/20 split (seed 0)", ""]
+    peers = [p for p in PEERS if p in set(table.system)]
+    peer_names = {"autogluon": "AutoGluon best_quality", "flaml": "FLAML"}
     lines.append(
-        "| dataset | metric | ours (ensemble) | ours (best single) | LightGBM default | "
-        "RF 500 | ensemble beats best single | ensemble beats LightGBM | trials |"
+        "| dataset | metric | ours (ensemble) | ours (best single) | "
+        + "".join(f"{peer_names[p]} | " for p in peers)
+        + "LightGBM default | RF 500 | ensemble beats best single | ours wall s | trials |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|" + "---|" * len(peers) + "---|---|---|---|---|")
     for dataset, group in table.groupby("dataset", sort=False):
         score = dict(zip(group.system, group.test_score, strict=True))
         metric = get_metric(group.metric.iloc[0], group.task.iloc[0])
         better = metric.better
-        trials = int(group.loc[group.system == "ours_ensemble", "trials"].iloc[0])
+        ours = group.loc[group.system == "ours_ensemble"].iloc[0]
         lines.append(
             f"| {dataset} | {metric.name} | {score['ours_ensemble']:.4f} | "
-            f"{score['ours_best_single']:.4f} | {score['lightgbm_default']:.4f} | "
-            f"{score['random_forest_500']:.4f} | "
+            f"{score['ours_best_single']:.4f} | "
+            + "".join(f"{score[p]:.4f} | " if p in score else "failed | " for p in peers)
+            + f"{score['lightgbm_default']:.4f} | {score['random_forest_500']:.4f} | "
             f"{'yes' if better(score['ours_ensemble'], score['ours_best_single']) else 'no'} | "
-            f"{'yes' if better(score['ours_ensemble'], score['lightgbm_default']) else 'no'} | "
-            f"{trials} |"
+            f"{ours.wall_seconds} | {int(ours.trials)} |"
         )
+    lines += rank_table(table)
     lines += ensemble_table(table)
     lines += [
         "",
-        "Wall seconds and peak memory per system:",
+        "Wall seconds and peak memory per system (seconds: reading the data, search, "
+        "ensembles and predicting the test part; peers' peak memory is not measured):",
         "",
-        "| dataset | system | seconds | peak MB |",
-        "|---|---|---|---|",
+        "| dataset | system | seconds | peak MB | detail |",
+        "|---|---|---|---|---|",
     ]
     for row in table.dropna(subset=["wall_seconds"]).itertuples():
-        lines.append(f"| {row.dataset} | {row.system} | {row.wall_seconds} | {row.peak_mb} |")
+        lines.append(
+            f"| {row.dataset} | {row.system} | {row.wall_seconds} | {row.peak_mb} | {row.detail} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("datasets", nargs="*", help="PATH:TARGET[:TASK]")
-    parser.add_argument("--cv", type=int, help="cross-fit each trial in K folds (see --cv)")
+    parser.add_argument(
+        "--cv", default="auto", help="cross-fit each trial in K folds; 0: one holdout; auto"
+    )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="also AutoGluon best_quality and FLAML (own virtualenv: scripts/peers_venv.sh)",
+    )
     parser.add_argument(
         "--ensemble-timing",
         action="store_true",
@@ -639,13 +733,21 @@ def main() -> int:
         return 0
     if not args.datasets:
         parser.error("give at least one PATH:TARGET[:TASK], --ensemble-timing or --executors")
+    cv = args.cv if args.cv == "auto" else int(args.cv)
+    peers_python = None
+    if args.peers:
+        made = subprocess.run(["sh", str(ROOT / "scripts" / "peers_venv.sh")], cwd=ROOT,
+                              check=True, capture_output=True, text=True)  # fmt: skip
+        peers_python = str(ROOT / made.stdout.strip())
     rows: list[dict[str, Any]] = []
     previous = Path(args.out) / f"{args.name}.csv"
     if args.append and previous.exists():
         rows = pd.read_csv(previous).to_dict("records")
     with tempfile.TemporaryDirectory(prefix="automl-bench-") as workroot:
         for spec in args.datasets:
-            rows.extend(benchmark_dataset(spec, args.budget, args.threads, Path(workroot), args.cv))
+            rows.extend(
+                benchmark_dataset(spec, args.budget, args.threads, Path(workroot), cv, peers_python)
+            )
             table = pd.DataFrame(rows)
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)
