@@ -16,6 +16,18 @@ EXIT_USER_ERROR = 2
 EXIT_STOPPED = 1  # the search stopped early: a failing disk or database, or failing trials
 
 
+def _folds(value: str) -> int | str:
+    """--cv: `auto` or a whole number (checked further by the search)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be auto, 0 (one holdout split) or a number of folds from 2 to 20; got {value!r}"
+        ) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     from automl import __version__
 
@@ -65,8 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     search.add_argument(
         "--cv",
-        type=int,
-        help="cross-fit each trial in K folds: out-of-fold predictions feed the ensemble",
+        type=_folds,
+        default="auto",
+        help="cross-fit each trial in K folds (out-of-fold predictions rank trials and feed the "
+        "ensemble; predictions average the K models); 0: one holdout split; auto (default): 5 "
+        "folds for tabular data up to 100,000 rows, else 0",
     )
     search.add_argument("--executor", default="local", help="local (default) or ray")
     search.add_argument("--workers", type=int, default=1, help="trials at a time (ray)")
@@ -202,13 +217,18 @@ def _ensemble(args: argparse.Namespace) -> int:
         weights = ", ".join(f"{m['name']} {m['weight']:.2f}" for m in summary["members"][:6])
         more = f" +{len(summary['members']) - 6} more" if len(summary["members"]) > 6 else ""
         print(
-            f"ensemble {summary['name']}: val {summary['metric']} {summary['val_score']:.4f}, "
+            f"ensemble {summary['name']}: val {summary['metric']} {summary['val_score']:.4f} "
+            f"(cross-validated {_fmt(summary['honest_val_score'])}), "
             f"test {summary['test_score']:.4f} "
             f"(best single: val {summary['best_single']['val_score']:.4f}, "
             f"test {summary['best_single']['test_score']:.4f}) | {weights}{more}"
         )
     print(format_table(write_leaderboard(run)))
     return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _report(args: argparse.Namespace) -> int:

