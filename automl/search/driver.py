@@ -112,6 +112,7 @@ class StudyDriver:
         self.failed_in_a_row = 0
         self.last_error = ""
         self.running: dict[int, tuple[str, float]] = {}
+        self.durations: list[float] = []  # wall seconds of each trial finished in this session
         self.best = "-"
         self.best_value: float | None = None
         self._refresh()
@@ -171,9 +172,20 @@ class StudyDriver:
             return "failures"
         if self.trials is not None and self.finished + self.pruned + in_flight >= self.trials:
             return "trials"
-        if self.time_budget is not None and self.spent() >= self.time_budget:
-            return "budget"
+        if self.time_budget is not None:
+            left = self.time_budget - self.spent()
+            if left <= 0 or left < self.expected_seconds():
+                return "budget"
         return None
+
+    def expected_seconds(self) -> float:
+        """What the next trial will likely take: the median of this session's finished trials
+        (0 before any). A trial that would not finish in the time left is not started, so the
+        budget holds for trials without a deadline of their own (forests) and nothing is spent
+        on a trial cut short by it."""
+        if not self.durations:
+            return 0.0
+        return float(sorted(self.durations)[len(self.durations) // 2])
 
     def ask(self) -> tuple[Any, dict[str, Any]]:
         from optuna.trial import TrialState
@@ -205,7 +217,9 @@ class StudyDriver:
     def _done(self, trial: Any) -> None:
         """After a trial's outcome is recorded: the counts were updated by the caller (reading
         them back from the study cost a scan of every trial, per trial)."""
-        self.running.pop(trial.number, None)
+        started = self.running.pop(trial.number, (None, None))[1]
+        if started is not None:
+            self.durations.append(time.time() - started)
         self.study.set_user_attr(SPENT_ATTR, self.spent())
 
     def succeeded(

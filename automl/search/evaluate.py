@@ -192,6 +192,8 @@ def _cross_fit(
     fit_seconds = predict_seconds = 0.0
     files: list[str] = []
     for k, (train_rows, held_rows) in enumerate(ctx.folds()):
+        if k and ctx.deadline is not None and time.time() >= ctx.deadline:
+            raise TrialFailed(f"the time budget ran out after {k} of {ctx.cv} folds")
         fold_dir = trial_dir / fold_name(k)
         fold_dir.mkdir()
         model = family.build(
