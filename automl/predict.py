@@ -93,7 +93,12 @@ class Predictor:
 
 
 def load_predictor(run_dir: str | Path, which: str = "best") -> Predictor:
-    """`best` (ensembles and trials by validation score), `best_single`, or a trial number."""
+    """`best`, `best_single`, or a trial number.
+
+    `best` compares single trials by their validation score with ensembles by their
+    cross-validated one (each row scored by an ensemble fit without it; see
+    `ensemble.insight`), never by a score fit on the rows it is measured on; on a tie the
+    single model wins. An ensemble whose rows were too few to cross-validate is left out."""
     run = RunDir(run_dir)
     info = run.info()
     metric = METRICS[info["metric"]]
@@ -109,12 +114,15 @@ def load_predictor(run_dir: str | Path, which: str = "best") -> Predictor:
     ]
     if which == "best":
         for ensemble in load_ensembles(run):
+            honest = ensemble.get("honest_val_score")
+            if honest is None:
+                continue
             members = [(m["trial"], m["family"], m["weight"]) for m in ensemble["members"]]
             how: dict[str, Any] = {"power": ensemble.get("power", 1.0)}
             if ensemble.get("combiner", "weighted") != "weighted":
                 directory = run.ensemble_dir(ensemble["name"])
                 how["combiner"] = joblib.load(verify(directory, COMBINER_FILE))
-            candidates.append((ensemble["val_score"], f"ensemble-{ensemble['name']}", members, how))
+            candidates.append((honest, f"ensemble-{ensemble['name']}", members, how))
     elif which != "best_single":
         raise UserInputError(
             f"which must be 'best', 'best_single' or a trial number; got {which!r}"

@@ -20,7 +20,12 @@ import numpy as np
 import yaml
 
 from automl.ensemble import METHODS, Ensembler
-from automl.ensemble.insight import describe, signed_gain, split_half_check
+from automl.ensemble.insight import (
+    cross_validated_predictions,
+    describe,
+    signed_gain,
+    split_half_check,
+)
 from automl.ensemble.keras_export import export_if_keras
 from automl.errors import UserInputError
 from automl.io import (
@@ -199,6 +204,11 @@ def build_ensemble(run: RunDir, recipe: Recipe) -> dict[str, Any]:
     test_pred = ensembler.predict(test_preds)
     best_single = members[0]  # the pool is sorted by validation score
     val_score, test_score = metric(y_val, val_pred), metric(y_test, test_pred)
+    honest = (
+        val_pred
+        if hasattr(ensembler, "oof_")
+        else cross_validated_predictions(make, val_preds, y_val, info["task"] != "regression")
+    )
     names = [r.name for r in members]
     insight = describe(ensembler, names, val_preds, y_val, metric)
     keep = [
@@ -213,6 +223,8 @@ def build_ensemble(run: RunDir, recipe: Recipe) -> dict[str, Any]:
         "combiner": ensembler.combiner,
         "power": float(getattr(ensembler, "power_", 1.0)),
         "val_score": val_score,
+        # What `load("best")` ranks by: each row scored by an ensemble fit without it.
+        "honest_val_score": metric(y_val, honest) if honest is not None else None,
         "test_score": test_score,
         "fit_seconds": fit_seconds,
         "best_single": {
@@ -262,6 +274,13 @@ def build_ensemble(run: RunDir, recipe: Recipe) -> dict[str, Any]:
     write_json_atomic(directory / "weights.json", summary)
     write_manifest(directory, files)
     return summary
+
+
+def best_ensemble(ensembles: list[dict[str, Any]], metric: Metric) -> dict[str, Any] | None:
+    """The ensemble with the best cross-validated score (the one `load("best")` may pick)."""
+    scored = [e for e in ensembles if e.get("honest_val_score") is not None]
+    sign = 1.0 if metric.greater_is_better else -1.0
+    return max(scored, key=lambda e: sign * e["honest_val_score"], default=None)
 
 
 def load_ensembles(run: RunDir) -> list[dict[str, Any]]:

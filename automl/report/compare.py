@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from automl.ensemble.build import load_ensembles
+from automl.ensemble.build import best_ensemble, load_ensembles
 from automl.errors import UserInputError
 from automl.io import write_text_atomic
 from automl.metrics import METRICS
@@ -75,9 +75,7 @@ def write_comparison(run_dirs: list[str], out: str | Path) -> str:
         done = [r for r in records if r.status == "complete" and r.val_score is not None]
         best = max(done, key=lambda r: r.score if greater else -r.score, default=None)
         ensembles = load_ensembles(run)
-        best_ens = max(
-            ensembles, key=lambda e: e["val_score"] if greater else -e["val_score"], default=None
-        )
+        best_ens = best_ensemble(ensembles, metric)
         count, seconds, curve = _best_curves(records, greater)
         series.append((_label(run, info), count, seconds, curve))
         rows.append(

@@ -47,7 +47,9 @@ def leaderboard_rows(run: RunDir, records: list[TrialRecord] | None = None) -> l
                 "family": "ensemble",
                 "status": "complete",
                 "metric": metric.name,
-                "val_score": ensemble["val_score"],
+                # Ranked like `load("best")` ranks it: by its cross-validated score.
+                "val_score": ensemble.get("honest_val_score"),
+                "val_score_fit_on": ensemble["val_score"],
                 "test_score": ensemble["test_score"],
                 "fit_seconds": None,
                 "params": json.dumps(

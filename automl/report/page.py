@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from automl.ensemble.build import load_ensembles, load_targets
+from automl.ensemble.build import best_ensemble, load_ensembles, load_targets
 from automl.io import verify, write_text_atomic
 from automl.metrics import METRICS, Metric
 from automl.report import plots
@@ -244,7 +244,7 @@ def _cards(rows: list[dict], ensembles: list[dict], metric: Metric, facts: dict)
         s = singles[0]
         cards.append(("Best single model", s["name"], f"test {metric.name} {fmt(s['test_score'])}"))
     if ensembles:
-        e = max(ensembles, key=lambda x: x["val_score"] * (1 if metric.greater_is_better else -1))
+        e = best_ensemble(ensembles, metric) or ensembles[0]
         gain = e.get("gain", {}).get("test")
         cards.append(
             (
@@ -266,7 +266,8 @@ def _ensemble_section(ensembles: list[dict], metric: Metric) -> str:
     if not ensembles:
         return "<p>No ensemble yet: run <code>automl ensemble RUN_DIR</code>.</p>"
     head = (
-        "<tr><th>ensemble</th><th>method</th><th>validation</th><th>test</th>"
+        "<tr><th>ensemble</th><th>method</th><th>validation (fit on)</th>"
+        "<th>validation (cross-validated)</th><th>test</th>"
         "<th>gain (val)</th><th>split-half gain</th><th>gain (test)</th><th>members</th>"
         "<th>fit s</th></tr>"
     )
@@ -275,14 +276,16 @@ def _ensemble_section(ensembles: list[dict], metric: Metric) -> str:
         gain, split = e.get("gain", {}), e.get("split_half", {})
         body += (
             f"<tr><td>{esc(e['name'])}</td><td>{esc(e['method'])}</td>"
-            f'<td class="num">{fmt(e["val_score"])}</td><td class="num">{fmt(e["test_score"])}</td>'
+            f'<td class="num">{fmt(e["val_score"])}</td>'
+            f'<td class="num">{fmt(e.get("honest_val_score"))}</td>'
+            f'<td class="num">{fmt(e["test_score"])}</td>'
             f'<td class="num">{fmt(gain.get("val"))}</td>'
             f'<td class="num">{fmt(split.get("mean_gain"))}</td>'
             f'<td class="num">{fmt(gain.get("test"))}</td>'
             f'<td class="num">{len(e["members"])}</td>'
             f'<td class="num">{fmt(e.get("fit_seconds"))}</td></tr>'
         )
-    best = max(ensembles, key=lambda x: x["val_score"] * (1 if metric.greater_is_better else -1))
+    best = best_ensemble(ensembles, metric) or ensembles[0]
     corr = best.get("error_correlation", {})
     parts = [
         f'<table class="compact">{head}{body}</table>',
