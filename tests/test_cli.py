@@ -65,7 +65,7 @@ def test_search_ensemble_report_predict_end_to_end(tmp_path: Path, cli: Cli) -> 
     assert len(board) == 6 + 4  # trials and the four ensembles
     assert set(board.family) == {"random_forest", "mlp", "linear", "ensemble"}
     assert board.val_score.is_monotonic_decreasing  # ranked by validation ROC AUC
-    assert (board.test_score > 0.9).all()
+    assert board.test_score.iloc[0] > 0.97 and (board.test_score > 0.85).all()
     assert "| rank | name |" in (run / "leaderboard.md").read_text()
 
     out = tmp_path / "pred.csv"
@@ -327,7 +327,7 @@ MORE_BAD_INPUT = [
     (
         "one fold",
         lambda p: ["--data", "builtin:iris", "--cv", "1"],
-        r"--cv must be a whole number of folds from 2 to 20; got 1",
+        r"--cv must be auto, 0 \(one holdout split\) or a number of folds from 2 to 20; got 1",
     ),
     (
         "images of five dimensions",

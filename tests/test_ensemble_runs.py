@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import automl
@@ -55,7 +56,7 @@ def test_cross_fitting_feeds_out_of_fold_predictions_to_ensembles(
 
 
 def test_stacking_predictor_round_trip(blood_search: BloodSearch) -> None:
-    run = RunDir(blood_search(FAST_LINEAR, FAST_TREES, trials=4).run_dir)
+    run = RunDir(blood_search(FAST_LINEAR, FAST_TREES, trials=4, cv=0).run_dir)
     summary = build_ensemble(run, Recipe(method="stacking"))
     assert summary["combiner"] == "stacking" and summary["validation"] == "holdout"
     assert len(summary["members"]) == summary["pool_size"]  # stacking uses every member
@@ -96,7 +97,7 @@ def test_keras_ensemble_export_gives_the_python_ensembles_predictions(
 
     from automl.preprocess import transform
 
-    run = RunDir(blood_search(FAST_MLP, trials=3).run_dir)
+    run = RunDir(blood_search(FAST_MLP, trials=3, cv=0).run_dir)  # one network per member
     summary = build_ensemble(run, Recipe(method="mean"))
     assert summary["keras_export"]["file"] == "model.keras"
     directory = run.ensemble_dir("mean")
@@ -144,3 +145,95 @@ def test_keras_export_of_a_regression_ensemble_undoes_each_members_target_scalin
         atol=1e-6,
     )  # fmt: skip
     assert 'data-plot="residuals"' in Path(write_report(run)).read_text()
+
+
+def test_each_training_row_gets_exactly_one_out_of_fold_prediction(
+    blood_search: BloodSearch,
+) -> None:
+    """cv="auto" (the default) cross-fits blood's 598 training rows in 5 folds; each row is
+    held out by exactly one fold, and its out-of-fold prediction is that fold model's."""
+    import joblib
+
+    from automl.preprocess import transform
+
+    run = RunDir(blood_search(FAST_LINEAR, trials=1).run_dir)
+    info = run.info()
+    assert info["cv"] == 5 and info["cv_choice"].startswith("auto: 598 training rows")
+    data = load_dataset(str(shared("blood_transfusion.csv.gz")), "Class", seed=0)
+    from automl.search.evaluate import TrialContext
+
+    ctx = TrialContext(dataset=data, space=None, metric=None, run=run, cv=5)  # type: ignore[arg-type]
+    held = np.concatenate([rows for _, rows in ctx.folds()])
+    assert sorted(held.tolist()) == list(range(598))  # every row once, none twice
+    oof = load_predictions(run, 0, "val")
+    assert oof.shape == (598, 2)
+    x_train = transform(
+        joblib.load(run.trial_dir(0) / "encoder.joblib"),
+        pd.concat([data.x_fit, data.x_val], ignore_index=True),
+    )
+    for k, (_, rows) in enumerate(ctx.folds()):
+        model = joblib.load(run.trial_dir(0) / f"fold{k}" / "model.joblib")
+        np.testing.assert_allclose(model.predict(x_train[rows]), oof[rows], atol=1e-12)
+
+
+def test_shuffled_test_labels_change_nothing_but_test_scores(tmp_path: Path) -> None:
+    """Test labels score the result and nothing else: members, weights, the chosen model and
+    every validation score are identical when the test part's labels are shuffled."""
+    from automl.predict import load_predictor
+    from automl.report import leaderboard_rows
+    from automl.search.loop import run_search
+    from tests.conftest import write_space
+
+    frame = pd.read_csv(shared("blood_transfusion.csv.gz"))
+    train, test = frame.iloc[:600], frame.iloc[600:]
+    shuffled = test.assign(Class=np.random.default_rng(0).permutation(test.Class.to_numpy()))
+    spaces = [
+        write_space(tmp_path, "a.yaml", FAST_LINEAR),
+        write_space(tmp_path, "b.yaml", FAST_TREES),
+    ]
+    runs = []
+    for name, part in (("true", test), ("shuffled", shuffled)):
+        train.to_csv(tmp_path / "train.csv", index=False)
+        part.to_csv(tmp_path / f"test_{name}.csv", index=False)
+        summary = run_search(
+            data=str(tmp_path / "train.csv"), test_data=str(tmp_path / f"test_{name}.csv"),
+            target="Class", out=tmp_path / name, spaces=spaces, trials=5, threads=1,
+            progress=lambda line: None,
+        )  # fmt: skip
+        run = RunDir(summary.run_dir)
+        ensembles = {m: build_ensemble(run, Recipe(method=m)) for m in ("greedy", "stacking")}
+        runs.append((run, ensembles))
+    (a, ens_a), (b, ens_b) = runs
+    trials_a = {r["name"]: r["val_score"] for r in leaderboard_rows(a) if "t0" in r["name"]}
+    trials_b = {r["name"]: r["val_score"] for r in leaderboard_rows(b) if "t0" in r["name"]}
+    assert trials_a == trials_b and len(trials_a) == 5
+    for method in ens_a:
+        x, y = ens_a[method], ens_b[method]
+        assert [(m["name"], m["weight"]) for m in x["members"]] == [
+            (m["name"], m["weight"]) for m in y["members"]
+        ]
+        assert (x["val_score"], x["honest_val_score"]) == (y["val_score"], y["honest_val_score"])
+        assert x["test_score"] != y["test_score"]  # the shuffle did reach the test part
+    assert load_predictor(a.path).name == load_predictor(b.path).name
+
+
+def test_load_best_ranks_ensembles_by_their_cross_validated_score(
+    blood_search: BloodSearch,
+) -> None:
+    """An ensemble is chosen over the best single model only if its cross-validated score
+    beats it; its in-sample score (fit on the same rows) does not count."""
+    from automl.io import MANIFEST, read_json, write_json_atomic, write_manifest
+    from automl.predict import load_predictor
+    from automl.run import load_trials
+
+    run = RunDir(blood_search(FAST_LINEAR, FAST_TREES, trials=4).run_dir)
+    assert build_ensemble(run, Recipe(method="greedy"))["honest_val_score"] is not None
+    best_single = max(r.val_score for r in load_trials(run) if r.val_score is not None)
+    directory = run.ensemble_dir("greedy")
+    names = list(read_json(directory / MANIFEST))
+    for honest, chosen in ((best_single - 0.01, "t0"), (best_single + 0.01, "ensemble-greedy")):
+        weights = read_json(directory / "weights.json")
+        weights |= {"val_score": best_single + 0.05, "honest_val_score": honest}
+        write_json_atomic(directory / "weights.json", weights)
+        write_manifest(directory, names)
+        assert load_predictor(run.path).name.startswith(chosen)

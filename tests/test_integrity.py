@@ -32,7 +32,7 @@ def small_run(tmp_path: Path, credit_csv: Path) -> Path:
 def test_a_flipped_byte_in_a_saved_model_is_refused(
     small_run: Path, credit_csv: Path, cli: Cli
 ) -> None:
-    model = RunDir(small_run).trial_dir(0) / "model.joblib"
+    model = RunDir(small_run).trial_dir(0) / "fold0" / "model.joblib"  # cross-fitted: 5 folds
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF
     model.write_bytes(bytes(data))

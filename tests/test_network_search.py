@@ -136,6 +136,7 @@ params:
         trials=6,
         storage=storage,
         threads=2,
+        cv=0,  # epochs are reported to the pruner from one holdout split
         progress=lambda line: None,
     )
     trials = optuna.load_study(study_name=STUDY_NAME, storage=storage).trials
@@ -185,6 +186,7 @@ def test_memory_stays_flat_because_keras_trials_run_in_a_recycled_worker(
         trials=8,
         threads=2,
         pruner="none",
+        cv=0,  # one network per trial: the worker's memory, not the folds', is measured
         progress=sample,
     )
     assert len(rss) == 8
@@ -209,6 +211,7 @@ def test_keras_tuner_hyperband_sets_each_network_s_epochs(tmp_path: Path, cli: C
     result = cli(
         "search", *args, "--backend", "keras-tuner", "--sampler", "hyperband", "--trials", "6",
         "--pruner", "none",  # Hyperband's rungs are the early stopping here; every trial completes
+        "--cv", "0",
     )  # fmt: skip
     assert result.code == 0, result.err
     study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{run / 'study.db'}")

@@ -52,7 +52,7 @@ def rich_run(tmp_path_factory: pytest.TempPathFactory) -> RunDir:
     ]
     run_search(
         data=str(data), target="Class", out=tmp / "run", spaces=spaces, trials=18,
-        threads=1, pruner="none", progress=lambda line: None,
+        threads=1, pruner="none", cv=0, progress=lambda line: None,
     )  # fmt: skip
     run = RunDir(tmp / "run")
     for method in METHODS:

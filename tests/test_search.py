@@ -123,7 +123,7 @@ def test_time_budget_holds_across_resumes(blood_search: BloodSearch) -> None:
     start = time.time()
     first = blood_search(FAST_TREES, time_budget=4.0)
     assert time.time() - start < 4.0 + 3.0  # one small trial may finish past the line
-    assert first.finished >= 2
+    assert first.finished >= 1
     lines: list[str] = []
     second = blood_search(FAST_TREES, time_budget=4.0, progress=lines.append)
     assert second.finished == first.finished  # the budget was already spent

@@ -112,7 +112,14 @@ class StudyDriver:
         self.failed_in_a_row = 0
         self.last_error = ""
         self.running: dict[int, tuple[str, float]] = {}
-        self.durations: list[float] = []  # wall seconds of each trial finished in this session
+        # Wall seconds of each finished trial, earlier runs' included (a resumed search knows
+        # what a trial costs before its first trial ends).
+        self.durations: list[float] = [
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            for t in study.get_trials(deepcopy=False)
+            if t.state.is_finished() and t.datetime_start and t.datetime_complete
+            and not t.user_attrs.get("interrupted")
+        ]  # fmt: skip
         self.best = "-"
         self.best_value: float | None = None
         self._refresh()
@@ -179,8 +186,8 @@ class StudyDriver:
         return None
 
     def expected_seconds(self) -> float:
-        """What the next trial will likely take: the median of this session's finished trials
-        (0 before any). A trial that would not finish in the time left is not started, so the
+        """What the next trial will likely take: the median of the finished trials (0 before
+        any). A trial that would not finish in the time left is not started, so the
         budget holds for trials without a deadline of their own (forests) and nothing is spent
         on a trial cut short by it."""
         if not self.durations:
