@@ -107,7 +107,8 @@ def test_local_ray_runs_trials_in_parallel_survives_a_killed_worker_and_resumes(
 
     killer = threading.Thread(target=kill_a_worker_during_a_trial, daemon=True)
     killer.start()
-    result = _search(blood, out, spaces, "--workers", "2", "--trials", "5")
+    # --cv 0: one two-second forest per trial, so the kill lands inside a trial
+    result = _search(blood, out, spaces, "--workers", "2", "--trials", "5", "--cv", "0")
     killer.join(timeout=5)
     assert killed, "no Ray worker was found to kill"
     assert result.returncode == 0, result.stderr[-3000:]
@@ -118,7 +119,7 @@ def test_local_ray_runs_trials_in_parallel_survives_a_killed_worker_and_resumes(
     study = optuna.load_study(study_name=STUDY_NAME, storage=RunDir(out).storage())
     assert study.user_attrs["workers"] == 2
 
-    again = _search(blood, out, spaces, "--workers", "2", "--trials", "7")
+    again = _search(blood, out, spaces, "--workers", "2", "--trials", "7", "--cv", "0")
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(_consistent(out)) == 7
 
@@ -139,7 +140,7 @@ def test_a_killed_driver_resumes_without_losing_or_repeating_a_trial(
     out = tmp_path / "run"
     command = [sys.executable, "-m", "automl", "search", "--data", str(blood), "--target",
                "Class", "--out", str(out), "--space", str(spaces[0]), "--executor", "ray",
-               "--workers", "2", "--trials", "6"]  # fmt: skip
+               "--workers", "2", "--trials", "6", "--cv", "0"]  # fmt: skip
     driver = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -176,7 +177,7 @@ def test_a_killed_driver_resumes_without_losing_or_repeating_a_trial(
         time.sleep(0.5)
     assert not left, f"the killed driver's Ray processes are still running: {left}"
 
-    again = _search(blood, out, spaces, "--workers", "2", "--trials", "6")
+    again = _search(blood, out, spaces, "--workers", "2", "--trials", "6", "--cv", "0")
     assert again.returncode == 0, again.stderr[-3000:]
     for number in running:
         assert f"trial {number} was interrupted by the last run" in again.stdout
