@@ -98,7 +98,7 @@ class _AutoMLEstimator(BaseEstimator):
     # ---------------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any) -> _AutoMLEstimator:  # noqa: N803 (scikit-learn's names)
         """Search, ensemble and keep the best model by validation score; returns self."""
-        from automl.search.loop import run_search
+        from automl.search.loop import run_search, search_seconds
 
         if y is None:
             raise ValueError(
@@ -130,7 +130,12 @@ class _AutoMLEstimator(BaseEstimator):
                 out=out,
                 spaces=[self.space] if isinstance(self.space, str) else self.space,
                 trials=self.trials,
-                time_budget=self.time_budget,
+                # The whole fit keeps to the budget: the search leaves the ensembles their share.
+                time_budget=(
+                    search_seconds(self.time_budget)
+                    if self.time_budget is not None and self.ensemble
+                    else self.time_budget
+                ),
                 seed=self.seed,
                 test_size=self.test_size,
                 task=self._task_of(target),
@@ -255,9 +260,11 @@ class _AutoMLEstimator(BaseEstimator):
 class AutoMLClassifier(ClassifierMixin, _AutoMLEstimator):
     """Searches classifiers (trees, linear, networks) and ensembles them.
 
-    Parameters: `time_budget` seconds of search and `trials` (whichever ends first), `space`
+    Parameters: `time_budget` seconds of the whole fit (search and ensembles) and `trials`
+    (whichever ends first), `space`
     (a bundled name such as "tabular" or "lightgbm", a YAML path, or a list; default: chosen
-    by the data), `cv` folds of cross-fitting, `metric` (default roc_auc / log_loss),
+    by the data), `cv` folds of cross-fitting ("auto": 5 for tabular data up to 100,000 rows,
+    else one holdout split), `metric` (default roc_auc / log_loss),
     `ensemble` recipes fitted after the search (None for none), `executor` ("local" or
     "ray") and `workers`, `test_size` (rows held out to score the result honestly), `seed`,
     `run_dir` (a folder that keeps each fit's run directory; default a temporary one).

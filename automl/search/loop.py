@@ -205,6 +205,20 @@ def default_space(schema: Schema) -> tuple[str, str]:
     return "tabular", "tabular data"
 
 
+RESERVE_SHARE = 0.05
+RESERVE_MIN, RESERVE_MAX = 3.0, 60.0
+
+
+def search_seconds(job_budget: float) -> float:
+    """The search's share of a whole job's budget (search, ensembles, loading the chosen model
+    and predicting): what is left after a reserve of 5% of it, 3 to 60 seconds.
+
+    Measured with `scripts/benchmark.py --budget 120` (the `ours` rows' parts): building the
+    four ensembles on out-of-fold predictions and predicting the test part took ~N s."""
+    reserve = min(max(RESERVE_SHARE * job_budget, RESERVE_MIN), RESERVE_MAX)
+    return max(job_budget - reserve, job_budget / 2)
+
+
 CV_FOLDS = 5
 CV_MAX_ROWS = 100_000
 
