@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from automl.ensemble.base import Ensembler, stack, weighted_average
+from automl.folds import fold_rows
 from automl.metrics import Metric
 
 MAX_CORRELATED = 12
@@ -129,17 +130,12 @@ def cross_validated_predictions(
     seed: int = 0,
 ) -> np.ndarray | None:
     """Each row predicted by an ensemble fit without it (None when the rows are too few)."""
-    from sklearn.model_selection import KFold, StratifiedKFold
-
     stacked = stack(preds)
     y = np.asarray(y)
     if len(y) < 2 * folds:
         return None
-    splitter: Any = KFold(folds, shuffle=True, random_state=seed)
-    if classification and np.bincount(y.astype(int)).min() >= folds:
-        splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     out = np.zeros(stacked.shape[1:], dtype=np.float64)
-    for fit_rows, held_rows in splitter.split(np.zeros(len(y)), y):
+    for fit_rows, held_rows in fold_rows(y, folds, classification, seed):
         try:
             ensembler = make().fit([p[fit_rows] for p in stacked], y[fit_rows])
         except ValueError:  # e.g. a class missing from a small part

@@ -21,6 +21,7 @@ import pandas as pd
 
 from automl.data import Dataset
 from automl.errors import TrialFailed
+from automl.folds import fold_rows
 from automl.io import (
     MANIFEST,
     write_bytes_atomic,
@@ -90,15 +91,7 @@ class TrialContext:
 
     def folds(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """(train rows, held-out rows) per fold, stratified for classification where possible."""
-        from sklearn.model_selection import KFold, StratifiedKFold
-
-        y = self.y_val
-        rows = np.zeros(len(y))
-        if self.dataset.task != "regression" and np.bincount(y.astype(int)).min() >= self.cv:
-            splitter: Any = StratifiedKFold(self.cv, shuffle=True, random_state=self.seed)
-        else:
-            splitter = KFold(self.cv, shuffle=True, random_state=self.seed)
-        return list(splitter.split(rows, y))
+        return fold_rows(self.y_val, self.cv, self.dataset.task != "regression", self.seed)
 
 
 @dataclass

@@ -302,7 +302,7 @@ def run_search(
     if sampler is None:  # each backend's model-based searcher
         sampler = "bayesian" if backend == "keras-tuner" else "tpe"
     _check_args(sampler, backend, trials, time_budget, trial_timeout, cv)
-    if other_targets and cv != "auto" and cv:
+    if other_targets and cv not in ("auto", 0):
         raise UserInputError("--cv: not supported with several --target columns yet")
     if max_failures_in_a_row is not None and max_failures_in_a_row < 1:
         raise UserInputError(
