@@ -114,6 +114,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     ensemble.add_argument("--recipe", action="append", help="ensembles/*.yaml recipe (repeatable)")
     ensemble.add_argument("--top-k", type=int, default=20, help="members in the pool (default 20)")
+    ensemble.add_argument(
+        "--no-refit",
+        action="store_true",
+        help="keep the search-time models; by default the chosen model's members are refit "
+        "on every row of the search's data",
+    )
+    ensemble.add_argument(
+        "--data", help="the search's data, for the refit, if it has moved (checked by sha256)"
+    )
 
     report = sub.add_parser("report", help="write leaderboard.csv/.md and report.html")
     report.add_argument("run_dir", nargs="?")
@@ -131,6 +140,11 @@ def _parser() -> argparse.ArgumentParser:
         "--out", required=True, help="file to write: CSV, or Parquet for a .parquet name"
     )
     predict.add_argument("--model", default="best", help="best, best_single or a trial number")
+    predict.add_argument(
+        "--before-refit",
+        action="store_true",
+        help="predict with the search-time models, not those refit on every row",
+    )
     return parser
 
 
@@ -223,6 +237,10 @@ def _ensemble(args: argparse.Namespace) -> int:
             f"(best single: val {summary['best_single']['val_score']:.4f}, "
             f"test {summary['best_single']['test_score']:.4f}) | {weights}{more}"
         )
+    if not args.no_refit:
+        from automl.refit import refit_best
+
+        refit_best(run.path, data=args.data, say=print)
     print(format_table(write_leaderboard(run)))
     return 0
 
@@ -267,7 +285,7 @@ def _predict(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise UserInputError(f"--out {out}: is a directory; expected a CSV or Parquet file path")
     check_can_write(out, "--out")
-    predictor = load_predictor(args.run_dir, which=args.model)
+    predictor = load_predictor(args.run_dir, which=args.model, refit=not args.before_refit)
     rows = predict_to_file(predictor, args.data, out)
     print(f"{rows} predictions from {predictor.name} written to {out}")
     return 0

@@ -75,6 +75,7 @@ class _AutoMLEstimator(BaseEstimator):
         cv: int | str = "auto",
         metric: str | None = None,
         ensemble: str | Sequence[str] | None = DEFAULT_RECIPES,
+        refit: bool = True,
         executor: str = "local",
         workers: int = 1,
         test_size: float = 0.2,
@@ -88,6 +89,7 @@ class _AutoMLEstimator(BaseEstimator):
         self.cv = cv
         self.metric = metric
         self.ensemble = ensemble
+        self.refit = refit
         self.executor = executor
         self.workers = workers
         self.test_size = test_size
@@ -98,7 +100,10 @@ class _AutoMLEstimator(BaseEstimator):
     # ---------------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any) -> _AutoMLEstimator:  # noqa: N803 (scikit-learn's names)
         """Search, ensemble and keep the best model by validation score; returns self."""
-        from automl.search.loop import run_search, search_seconds
+        import time
+
+        from automl.refit import refit_best
+        from automl.search.loop import run_search
 
         if y is None:
             raise ValueError(
@@ -120,6 +125,7 @@ class _AutoMLEstimator(BaseEstimator):
                 f"Found {frame.shape[0]} sample(s) (shape={frame.shape}) while a minimum of "
                 f"{MIN_ROWS} is required (to split fit, validation and test parts)."
             )
+        started = time.time()
         column = _free_name(list(frame.columns))
         data = frame.assign(**{column: target})
         out = self._new_run_dir()
@@ -130,12 +136,8 @@ class _AutoMLEstimator(BaseEstimator):
                 out=out,
                 spaces=[self.space] if isinstance(self.space, str) else self.space,
                 trials=self.trials,
-                # The whole fit keeps to the budget: the search leaves the ensembles their share.
-                time_budget=(
-                    search_seconds(self.time_budget)
-                    if self.time_budget is not None and self.ensemble
-                    else self.time_budget
-                ),
+                # The whole fit's: the search keeps what ensembles and the refit will need.
+                time_budget=self.time_budget,
                 seed=self.seed,
                 test_size=self.test_size,
                 task=self._task_of(target),
@@ -146,6 +148,9 @@ class _AutoMLEstimator(BaseEstimator):
                 progress=print if self.verbose else (lambda line: None),
             )
             self._build_ensembles(out)
+            if self.refit:
+                deadline = started + self.time_budget if self.time_budget is not None else None
+                refit_best(out, data=data, deadline=deadline)
         except UserInputError as exc:
             raise ValueError(str(exc)) from None
         self._attach(out)
@@ -260,14 +265,16 @@ class _AutoMLEstimator(BaseEstimator):
 class AutoMLClassifier(ClassifierMixin, _AutoMLEstimator):
     """Searches classifiers (trees, linear, networks) and ensembles them.
 
-    Parameters: `time_budget` seconds of the whole fit (search and ensembles) and `trials`
+    Parameters: `time_budget` seconds of the whole fit (search, ensembles and refit) and `trials`
     (whichever ends first), `space`
     (a bundled name such as "tabular" or "lightgbm", a YAML path, or a list; default: chosen
     by the data), `cv` folds of cross-fitting ("auto": 5 for tabular data up to 100,000 rows,
     else one holdout split), `metric` (default roc_auc / log_loss),
-    `ensemble` recipes fitted after the search (None for none), `executor` ("local" or
-    "ray") and `workers`, `test_size` (rows held out to score the result honestly), `seed`,
-    `run_dir` (a folder that keeps each fit's run directory; default a temporary one).
+    `ensemble` recipes fitted after the search (None for none), `refit` (the chosen model's
+    members refit on every row, the default; False keeps the search-time models),
+    `executor` ("local" or "ray") and `workers`, `test_size` (rows held out to score the
+    result honestly), `seed`, `run_dir` (a folder that keeps each fit's run directory;
+    default a temporary one).
     """
 
     _task = "classification"

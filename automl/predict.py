@@ -26,12 +26,22 @@ from automl.run import ENCODER_FILE, RunDir, load_trial_model, load_trials
 
 
 class TrialModel:
-    """One trial's encoder and model, loaded from its folder."""
+    """One trial's encoder and model, loaded from its folder: the refit on every row when
+    `refit` and there is one, else the search's own (the mean of its folds under cv)."""
 
-    def __init__(self, run: RunDir, number: int, family: str) -> None:
-        directory = run.trial_dir(number)
-        self.encoder = joblib.load(verify(directory, ENCODER_FILE))
-        self.model = load_trial_model(directory)
+    def __init__(self, run: RunDir, number: int, family: str, refit: bool = True) -> None:
+        from automl.models import FAMILIES
+        from automl.refit import has_refit
+
+        self.refit = refit and has_refit(run, number)
+        if self.refit:
+            directory = run.refit_dir(number)
+            self.encoder = joblib.load(verify(directory, ENCODER_FILE))
+            self.model = FAMILIES[family].load(directory)
+        else:
+            directory = run.trial_dir(number)
+            self.encoder = joblib.load(verify(directory, ENCODER_FILE))
+            self.model = load_trial_model(directory)
 
     def predict(self, x: pd.DataFrame) -> np.ndarray:
         return self.model.predict(transform(self.encoder, x))
@@ -48,17 +58,23 @@ class Predictor:
         name: str,
         power: float = 1.0,
         combiner: Any = None,
+        refit: bool = True,
     ) -> None:
         info = run.info()
-        self.name = name
         self.task: str = info["task"]
         self.classes: list[Any] = info["classes"]
         self.schema = Schema.from_dict(info["schema"])
         self.power = power
         self.combiner = combiner
         self.members = [
-            (TrialModel(run, number, family), weight) for number, family, weight in members
+            (TrialModel(run, number, family, refit), weight) for number, family, weight in members
         ]
+        refit_count = sum(model.refit for model, _ in self.members)
+        self.refit = refit_count == len(self.members)  # every member saw every row
+        if refit_count:
+            how = "refit on every row" if self.refit else f"{refit_count} members refit"
+            name = f"{name} ({how})"
+        self.name = name
 
     def _raw(self, frame: pd.DataFrame, source: str) -> np.ndarray:
         x = coerce_features(frame, self.schema, source)
@@ -92,14 +108,22 @@ class Predictor:
         return out
 
 
-def load_predictor(run_dir: str | Path, which: str = "best") -> Predictor:
-    """`best`, `best_single`, or a trial number.
+def load_predictor(run_dir: str | Path, which: str = "best", refit: bool = True) -> Predictor:
+    """`best`, `best_single`, or a trial number (see `choose`); with `refit`, each member's
+    models refit on every row where `automl.refit` made them, else the search's own."""
+    run = RunDir(run_dir)
+    name, members, how = choose(run, which)
+    return Predictor(run, members, name, refit=refit, **how)
+
+
+def choose(run: RunDir, which: str) -> tuple[str, list[tuple[int, str, float]], dict[str, Any]]:
+    """The model `which` names: (its name, its members as (trial, family, weight), how they
+    combine).
 
     `best` compares single trials by their validation score with ensembles by their
     cross-validated one (each row scored by an ensemble fit without it; see
     `ensemble.insight`), never by a score fit on the rows it is measured on; on a tie the
     single model wins. An ensemble whose rows were too few to cross-validate is left out."""
-    run = RunDir(run_dir)
     info = run.info()
     metric = METRICS[info["metric"]]
     trials = [r for r in load_trials(run) if r.status == "complete" and r.val_score is not None]
@@ -108,7 +132,7 @@ def load_predictor(run_dir: str | Path, which: str = "best") -> Predictor:
         number = int(which)
         if number not in family_of:
             raise UserInputError(f"{run.path}: no completed trial {number}")
-        return Predictor(run, [(number, family_of[number], 1.0)], f"trial {number}")
+        return f"trial {number}", [(number, family_of[number], 1.0)], {}
     candidates: list[tuple[float, str, list[tuple[int, str, float]], dict[str, Any]]] = [
         (cast(float, r.val_score), r.name, [(r.number, r.family, 1.0)], {}) for r in trials
     ]
@@ -131,7 +155,7 @@ def load_predictor(run_dir: str | Path, which: str = "best") -> Predictor:
         raise UserInputError(f"{run.path}: no completed trial to predict with")
     candidates.sort(key=lambda c: -c[0] if metric.greater_is_better else c[0])
     _, name, members, how = candidates[0]
-    return Predictor(run, members, name, **how)
+    return name, members, how
 
 
 CHUNK_ROWS = 100_000

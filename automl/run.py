@@ -5,6 +5,8 @@ are rebuilt without retraining anything.
     RUN_DIR/study.db            the optuna study (unless --storage points elsewhere)
     RUN_DIR/trials/<NNNN>/      config.json, encoder, model, val_pred.npy, test_pred.npy,
                                 result.json, manifest.json (sha256 of each file)
+    RUN_DIR/trials/<NNNN>/refit/ the model refit on every row, its encoder, refit.json,
+                                manifest.json (only for members of the chosen model)
     RUN_DIR/ensembles/<method>/ weights.json, val_pred.npy, test_pred.npy, manifest.json
     RUN_DIR/leaderboard.csv, leaderboard.md, report.html
 """
@@ -72,6 +74,10 @@ class RunDir:
 
     def trial_dir(self, number: int) -> Path:
         return self.trials_dir / f"{number:04d}"
+
+    def refit_dir(self, number: int) -> Path:
+        """A trial's models refit on every row (`automl.refit`), beside the search's own."""
+        return self.trial_dir(number) / "refit"
 
     def ensemble_dir(self, method: str) -> Path:
         return self.path / "ensembles" / method

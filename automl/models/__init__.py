@@ -39,10 +39,13 @@ class Model(Protocol):
         self,
         x: np.ndarray,
         y: np.ndarray,
-        x_val: np.ndarray,
-        y_val: np.ndarray,
+        x_val: np.ndarray | None,
+        y_val: np.ndarray | None,
         deadline: float | None = None,
-    ) -> Model: ...
+    ) -> Model:
+        """Fit on `x`, `y`; validation rows stop early stopping. Without them (a refit on
+        every row), the configuration is fitted as given: its counts are final."""
+        ...
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities (n, n_classes) for classification, values (n,) for regression."""

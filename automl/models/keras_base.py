@@ -205,7 +205,10 @@ class KerasNetwork(abc.ABC):
         keras.utils.set_random_seed(self.seed)
         x, y = self._subsample(x, np.asarray(y))
         self.build(x)
-        y, y_val = self._targets(y, fit=True), self._targets(y_val)
+        y = self._targets(y, fit=True)
+        if x_val is None:  # a refit on every row: the epochs given, nothing to stop on
+            return self._fit_all(keras, x, y, deadline)
+        y_val = self._targets(y_val)
         monitor = self._monitor()
         patience = int(self.params.get("patience", 10))
         callbacks = [
@@ -260,6 +263,29 @@ class KerasNetwork(abc.ABC):
             if checkpoint is not None:
                 checkpoint.unlink(missing_ok=True)
         return self
+
+    def _fit_all(self, keras: Any, x: np.ndarray, y: Any, deadline: float | None) -> Any:
+        callbacks = [keras.callbacks.TerminateOnNaN()]
+        if deadline is not None:
+            callbacks.append(_deadline_callback(deadline))
+        result = self.trained.fit(
+            self.split(x),
+            y,
+            epochs=int(self.params.get("epochs", 100)),
+            batch_size=int(self.params.get("batch_size", 64)),
+            callbacks=callbacks,
+            verbose=0,
+        )
+        self.history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
+        losses = self.history.get("loss", [])
+        if not losses or not np.isfinite(losses[-1]):
+            raise TrialFailed("Keras training loss became NaN or infinite")
+        return self
+
+    def stopped_at(self) -> dict[str, Any]:
+        """The best epoch (lowest validation loss), as the epochs of a refit on every row."""
+        losses = self.history.get(self._monitor(), [])
+        return {"epochs": int(np.argmin(losses)) + 1} if losses else {}
 
     def _encode_y(self, y: np.ndarray, fit: bool = False) -> np.ndarray:
         if self.task != "regression":

@@ -31,7 +31,8 @@ class SklearnModel:
         self.uses_validation = uses_validation
 
     def fit(self, x, y, x_val, y_val, deadline=None):  # noqa: ANN001, ANN201
-        if self.uses_validation:  # LightGBM stops boosting when the validation loss stalls
+        """`x_val` None (a refit on every row): fit the configuration as given, no stopping."""
+        if self.uses_validation and x_val is not None:  # LightGBM stops when val loss stalls
             import lightgbm
 
             self.estimator.fit(
@@ -44,6 +45,16 @@ class SklearnModel:
         else:
             self.estimator.fit(x, y)
         return self
+
+    def stopped_at(self) -> dict[str, Any]:
+        """The iteration count early stopping chose, as parameters a refit without validation
+        rows trains with: LightGBM's best iteration, histogram GB's iterations run."""
+        best = getattr(self.estimator, "best_iteration_", None)
+        if self.uses_validation and best:
+            return {"n_estimators": int(best)}
+        if getattr(self.estimator, "do_early_stopping_", False):
+            return {"max_iter": int(self.estimator.n_iter_), "early_stopping": False}
+        return {}
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         if self.task == "regression":

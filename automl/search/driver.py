@@ -12,8 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from automl.models import FAMILIES
 from automl.run import RunDir
 from automl.search.attrs import set_user_attrs
+from automl.search.budget import Measured, Rows, after_search_seconds
 from automl.search.evaluate import TrialContext, TrialResult
 from automl.search.hyperopt_adapter import enqueue_proposal
 from automl.search.progress import Progress, status_line
@@ -120,6 +122,14 @@ class StudyDriver:
             if t.state.is_finished() and t.datetime_start and t.datetime_complete
             and not t.user_attrs.get("interrupted")
         ]  # fmt: skip
+        # What the rest of the job (ensembles, refit, predicting) is reserved from.
+        self.measured: list[Measured] = [
+            self._measured(t.value, t.user_attrs, str(t.params.get("family")))
+            for t in study.get_trials(deepcopy=False)
+            if t.state.name == "COMPLETE" and t.value is not None
+        ]
+        self.rows = self._rows()
+        self.reserve = 0.0
         self.best = "-"
         self.best_value: float | None = None
         self._refresh()
@@ -136,6 +146,24 @@ class StudyDriver:
             )
             + f"{len(data.y_test)} test rows"
         )
+
+    @staticmethod
+    def _measured(value: float, attrs: dict[str, Any], family: str) -> Measured:
+        known = FAMILIES.get(family)
+        return Measured(
+            float(value),
+            float(attrs.get("fit_seconds") or 0.0),
+            float(attrs.get("predict_seconds") or 0.0),
+            bool(known and known.uses_keras),
+        )
+
+    def _rows(self) -> Rows:
+        ctx, data = self.ctx, self.ctx.dataset
+        train = len(ctx.y_val) if ctx.cv else len(data.y_fit)
+        fit = train * (ctx.cv - 1) // ctx.cv if ctx.cv else len(data.y_fit)
+        test_from_data = self.run.exists() and self.run.info().get("test_data") is None
+        refit = len(data.y_fit) + len(data.y_val) + (len(data.y_test) if test_from_data else 0)
+        return Rows(train=train, fit=fit, refit=refit, folds=ctx.cv)
 
     def spent(self) -> float:
         return self.spent_before + time.time() - self.session_start
@@ -180,7 +208,14 @@ class StudyDriver:
         if self.trials is not None and self.finished + self.pruned + in_flight >= self.trials:
             return "trials"
         if self.time_budget is not None:
-            left = self.time_budget - self.spent()
+            self.reserve = after_search_seconds(
+                self.measured, self.rows, self.time_budget, self.metric.greater_is_better
+            )
+            # A trial started now must end before the reserve begins.
+            self.ctx.deadline = (
+                self.session_start + self.time_budget - self.spent_before - self.reserve
+            )
+            left = self.time_budget - self.spent() - self.reserve
             if left <= 0 or left < self.expected_seconds():
                 return "budget"
         return None
@@ -244,6 +279,7 @@ class StudyDriver:
         set_user_attrs(self.study, trial._trial_id, recorded | attrs)
         self.study.tell(trial, result.val_score)
         self._tell_oracle(trial, result.val_score)
+        self.measured.append(self._measured(result.val_score, recorded, flat["family"]))
         if self.best_value is None or self.metric.better(result.val_score, self.best_value):
             self.best_value = result.val_score
             self.best = f"{result.val_score:.4f} (#{trial.number} {flat['family']})"
@@ -314,7 +350,10 @@ class StudyDriver:
         from optuna.trial import TrialState
 
         if reason == "budget":
-            self.say(f"time budget of {self.time_budget:.0f}s reached")
+            self.say(
+                f"time budget of {self.time_budget:.0f}s reached: {self.reserve:.0f}s kept for "
+                "ensembles, the refit on every row and predicting"
+            )
         elif reason == "failures":
             self.say(
                 f"stopped: {self.failed_in_a_row} trials failed in a row "

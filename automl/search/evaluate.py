@@ -117,6 +117,13 @@ class Fitted:
     n_params: int | None
     # Further targets: (validation, test) predictions of each, in `Dataset.others` order.
     others: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    # Per fitted model, the iteration/epoch counts its early stopping chose (for the refit).
+    stopped_at: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _stopped_at(model: Any) -> dict[str, Any]:
+    stopped = getattr(model, "stopped_at", None)
+    return dict(stopped()) if callable(stopped) else {}
 
 
 def _n_params(model: Any) -> int | None:
@@ -164,7 +171,14 @@ def _fit_once(
         others = list(zip(model.predict_others(x_val), model.predict_others(x_test), strict=True))
     files = model.save(trial_dir)
     return Fitted(
-        val_pred, test_pred, files, fit_seconds, predict_seconds, _n_params(model), others
+        val_pred,
+        test_pred,
+        files,
+        fit_seconds,
+        predict_seconds,
+        _n_params(model),
+        others,
+        [_stopped_at(model)],
     )
 
 
@@ -184,6 +198,7 @@ def _cross_fit(
     test_sum: np.ndarray | None = None
     fit_seconds = predict_seconds = 0.0
     files: list[str] = []
+    stopped: list[dict[str, Any]] = []
     for k, (train_rows, held_rows) in enumerate(ctx.folds()):
         if k and ctx.deadline is not None and time.time() >= ctx.deadline:
             raise TrialFailed(f"the time budget ran out after {k} of {ctx.cv} folds")
@@ -212,8 +227,11 @@ def _cross_fit(
         write_manifest(fold_dir, model.save(fold_dir))
         files.append(f"{fold_name(k)}/{MANIFEST}")
         n_params = _n_params(model)
+        stopped.append(_stopped_at(model))
     assert oof is not None and test_sum is not None
-    return Fitted(oof, test_sum / ctx.cv, files, fit_seconds, predict_seconds, n_params)
+    return Fitted(
+        oof, test_sum / ctx.cv, files, fit_seconds, predict_seconds, n_params, [], stopped
+    )
 
 
 def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResult:
@@ -270,7 +288,12 @@ def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResul
     write_npy_atomic(trial_dir / "test_pred.npy", test_pred)
     write_json_atomic(
         trial_dir / "config.json",
-        {"family": config.family, "params": config.params, "folds": ctx.cv or None},
+        {
+            "family": config.family,
+            "params": config.params,
+            "folds": ctx.cv or None,
+            "stopped_at": fitted.stopped_at,
+        },
     )
     names = [*fitted.files, ENCODER_FILE, "val_pred.npy", "test_pred.npy", "config.json"]
     names += other_files

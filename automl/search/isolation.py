@@ -89,13 +89,16 @@ def _worker_init(ctx: TrialContext) -> None:
     _WORKER_CTX = ctx
 
 
-def _worker_trial(number: int, flat: dict[str, Any], pruning: dict[str, Any] | None) -> Any:
+def _worker_trial(
+    number: int, flat: dict[str, Any], pruning: dict[str, Any] | None, deadline: float | None
+) -> Any:
     """Runs in the worker: evaluate, reporting each epoch to the study's pruner if asked."""
     from automl.errors import TrialPruned
 
     ctx = _WORKER_CTX
     assert ctx is not None
     ctx.on_epoch = None
+    ctx.deadline = deadline  # the search's, as of this trial (its reserve moves it)
     if pruning is not None:
         import optuna
 
@@ -147,7 +150,11 @@ class KerasWorker:
         from automl.errors import RemoteTrialFailed, TrialPruned
 
         try:
-            kind, payload = self._pool().submit(_worker_trial, number, flat, pruning).result()
+            kind, payload = (
+                self._pool()
+                .submit(_worker_trial, number, flat, pruning, self.ctx.deadline)
+                .result()
+            )
         except BrokenProcessPool:
             self.close()
             raise TrialFailed("the Keras worker process died (killed: out of memory?)") from None

@@ -205,21 +205,6 @@ def default_space(schema: Schema) -> tuple[str, str]:
     return "tabular", "tabular data"
 
 
-RESERVE_SHARE = 0.05
-RESERVE_MIN, RESERVE_MAX = 3.0, 60.0
-
-
-def search_seconds(job_budget: float) -> float:
-    """The search's share of a whole job's budget (search, ensembles, loading the chosen model
-    and predicting): what is left after a reserve of 5% of it, 3 to 60 seconds.
-
-    Measured with `scripts/benchmark.py --budget 120` (the parts in the `ours` rows' detail):
-    building the four ensembles on out-of-fold predictions and predicting the test part took
-    5.2 s on adult (39,073 train rows) and under 2 s on the small sets, within the 6 s left."""
-    reserve = min(max(RESERVE_SHARE * job_budget, RESERVE_MIN), RESERVE_MAX)
-    return max(job_budget - reserve, job_budget / 2)
-
-
 CV_FOLDS = 5
 CV_MAX_ROWS = 100_000
 

@@ -1,0 +1,59 @@
+"""What the rest of the job will cost after the search: the reserve the search leaves.
+
+`--time-budget` is the whole job's: search, ensembles, the refit of the chosen members on every
+row, and predicting. The search cannot know which members will be chosen, so it reserves for
+the likely pool, the best `POOL` trials (what stacking, the widest recipe, combines), from
+their measured fit and predict times. The reserve grows as better and slower trials finish,
+and the search stops starting trials once what is left would not cover the next trial plus
+the reserve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+POOL = 20  # the ensembles' default pool (`automl ensemble --top-k`)
+# Measured on this project's 2-core machine: `import tensorflow` takes ~7 s, paid once more
+# by a process that refits or predicts with a network member.
+TF_IMPORT_SECONDS = 8.0
+# Building the four recipes on out-of-fold predictions: 5.2 s on 39,073 rows x 6 trials
+# (adult, benchmarks/tabular_120s.md), under 2 s on the small sets.
+ENSEMBLE_SECONDS = 1.0
+ENSEMBLE_SECONDS_PER_ROW_MEMBER = 2.2e-5
+# Writing files, loading the chosen models, the unexpected: a share of the budget.
+MARGIN_SHARE = 0.02
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One completed trial, as the reserve needs it."""
+
+    value: float
+    fit_seconds: float  # summed over folds under cross-fitting
+    predict_seconds: float
+    uses_keras: bool
+
+
+@dataclass(frozen=True)
+class Rows:
+    train: int  # rows the trials learn from (all of them under cross-fitting)
+    fit: int  # rows one fitted model saw: a fold's training rows, or the fit part
+    refit: int  # rows a refit learns from (training and test part)
+    folds: int  # 0: one holdout split
+
+
+def pool(done: list[Measured], greater_is_better: bool, size: int = POOL) -> list[Measured]:
+    return sorted(done, key=lambda m: m.value, reverse=greater_is_better)[:size]
+
+
+def after_search_seconds(
+    done: list[Measured], rows: Rows, budget: float, greater_is_better: bool
+) -> float:
+    """Seconds to keep for ensembles, the refit of the likely members, and predicting."""
+    members = pool(done, greater_is_better)
+    per_model = max(rows.folds, 1)
+    refit = sum(m.fit_seconds / per_model for m in members) * rows.refit / max(rows.fit, 1)
+    predict = sum(m.predict_seconds / per_model for m in members)
+    networks = TF_IMPORT_SECONDS if any(m.uses_keras for m in members) else 0.0
+    ensembles = ENSEMBLE_SECONDS + ENSEMBLE_SECONDS_PER_ROW_MEMBER * rows.train * len(members)
+    return refit + predict + networks + ensembles + MARGIN_SHARE * budget

@@ -1,0 +1,160 @@
+"""The refit on every row: what the refit models saw, the counts they were fitted with, what
+`predict` loads, and that the whole job keeps to its budget."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+
+from automl.data import load_dataset
+from automl.ensemble.build import Recipe, build_ensemble
+from automl.errors import UserInputError
+from automl.io import read_json
+from automl.predict import load_predictor
+from automl.refit import refit_best, refit_members, refit_params
+from automl.run import RunDir
+from tests.conftest import FAST_TREES, BloodSearch, Cli, shared
+
+DUMMY = """family: dummy
+params:
+  strategy: {type: fixed, value: prior}
+"""
+
+LIGHTGBM = """family: lightgbm
+params:
+  n_estimators: {type: fixed, value: 400}
+  learning_rate: {type: fixed, value: 0.1}
+  num_leaves: {type: int, low: 4, high: 16, default: 8}
+  verbosity: {type: fixed, value: -1}
+"""
+
+
+def test_refit_models_saw_every_row_with_the_counts_early_stopping_chose(
+    blood_search: BloodSearch,
+) -> None:
+    """blood has 748 rows: 598 cross-fitted in 5 folds, 150 in the test part. The refit sees
+    all 748 (the class prior of the dummy is that of every row), and LightGBM's refit boosts
+    the mean of its folds' early-stopped iteration counts, without early stopping."""
+    run = RunDir(blood_search(DUMMY, LIGHTGBM, trials=2).run_dir)
+    assert run.info()["cv"] == 5
+    outcome = refit_members(run, [0, 1])
+    assert outcome == {0: "refit", 1: "refit"}
+
+    every = load_dataset(str(shared("blood_transfusion.csv.gz")), "Class", seed=0)
+    y_all = np.concatenate([every.y_fit, every.y_val, every.y_test])
+    assert len(y_all) == 748
+    families = {n: read_json(run.trial_dir(n) / "config.json")["family"] for n in (0, 1)}
+    dummy, lgbm = (n for f in ("dummy", "lightgbm") for n in (0, 1) if families[n] == f)
+    refit = joblib.load(run.refit_dir(dummy) / "model.joblib").estimator
+    np.testing.assert_allclose(refit.class_prior_, np.bincount(y_all) / 748)
+    fold = joblib.load(run.trial_dir(dummy) / "fold0" / "model.joblib").estimator
+    assert not np.allclose(fold.class_prior_, refit.class_prior_)  # a fold saw fewer rows
+    assert read_json(run.refit_dir(dummy) / "refit.json")["rows"] == 748
+
+    stopped = [
+        joblib.load(run.trial_dir(lgbm) / f"fold{k}" / "model.joblib").estimator.best_iteration_
+        for k in range(5)
+    ]
+    assert all(0 < s < 400 for s in stopped)  # early stopping did stop every fold
+    booster = joblib.load(run.refit_dir(lgbm) / "model.joblib").estimator
+    assert booster.n_estimators == round(np.mean(stopped))
+    assert booster.booster_.num_trees() == round(np.mean(stopped))  # no early stop in refit
+
+
+def test_predict_uses_the_refit_models_unless_told_otherwise(blood_search: BloodSearch) -> None:
+    run = RunDir(blood_search(DUMMY, trials=1).run_dir)
+    x_test = load_dataset(str(shared("blood_transfusion.csv.gz")), "Class", seed=0).x_test
+    before = load_predictor(run.path)
+    assert before.name == "t0000-dummy" and not before.refit
+    refit_best(run.path)
+    after = load_predictor(run.path)
+    assert after.name == "t0000-dummy (refit on every row)" and after.refit
+    kept = load_predictor(run.path, refit=False)
+    assert kept.name == "t0000-dummy"
+    np.testing.assert_allclose(kept.predict_proba(x_test), before.predict_proba(x_test))
+    assert not np.allclose(after.predict_proba(x_test), before.predict_proba(x_test))
+    assert refit_best(run.path) == {0: "kept"}  # done once, not again
+
+
+def test_a_separate_test_file_is_never_refit_on(tmp_path: Path) -> None:
+    from automl.search.loop import run_search
+    from tests.conftest import write_space
+
+    frame = pd.read_csv(shared("blood_transfusion.csv.gz"))
+    frame.iloc[:600].to_csv(tmp_path / "train.csv", index=False)
+    frame.iloc[600:].to_csv(tmp_path / "test.csv", index=False)
+    summary = run_search(
+        data=str(tmp_path / "train.csv"), test_data=str(tmp_path / "test.csv"), target="Class",
+        out=tmp_path / "run", spaces=[write_space(tmp_path, "d.yaml", DUMMY)], trials=1,
+        threads=1, progress=lambda line: None,
+    )  # fmt: skip
+    run = RunDir(summary.run_dir)
+    refit_best(run.path)
+    assert read_json(run.refit_dir(0) / "refit.json")["rows"] == 600
+    prior = joblib.load(run.refit_dir(0) / "model.joblib").estimator.class_prior_
+    codes = (frame.Class.iloc[:600] == sorted(frame.Class.unique())[1]).to_numpy(int)
+    np.testing.assert_allclose(prior, np.bincount(codes) / 600)
+
+
+def test_the_refit_refuses_other_data(blood_search: BloodSearch, tmp_path: Path) -> None:
+    run = RunDir(blood_search(DUMMY, trials=1).run_dir)
+    other = tmp_path / "other.csv"
+    pd.read_csv(shared("blood_transfusion.csv.gz")).iloc[:-1].to_csv(other, index=False)
+    with pytest.raises(UserInputError, match=r"other\.csv: not the data the search ran on"):
+        refit_best(run.path, data=str(other))
+    with pytest.raises(UserInputError, match=r"gone\.csv: the search's data is not there"):
+        refit_best(run.path, data=str(tmp_path / "gone.csv"))
+    assert not run.refit_dir(0).exists()  # nothing half-written
+
+
+def test_refit_params_take_the_mean_count_over_folds() -> None:
+    params = {"n_estimators": 500, "learning_rate": 0.1}
+    stopped = [{"n_estimators": 100}, {"n_estimators": 121}, {"n_estimators": 90}]
+    assert refit_params(params, stopped) == {"n_estimators": 104, "learning_rate": 0.1}
+    hist = [{"max_iter": 10, "early_stopping": False}, {"max_iter": 13, "early_stopping": False}]
+    assert refit_params({"max_iter": 200}, hist) == {"max_iter": 12, "early_stopping": False}
+    assert refit_params(params, []) == params
+
+
+def test_ensemble_command_refits_the_chosen_members(
+    blood_search: BloodSearch, cli: Cli, tmp_path: Path
+) -> None:
+    run = RunDir(blood_search(DUMMY, FAST_TREES, trials=3).run_dir)
+    result = cli("ensemble", run.path, "--method", "greedy", "--no-refit")
+    assert result.code == 0 and "refit:" not in result.out
+    assert not any(run.refit_dir(n).exists() for n in range(3))
+    result = cli("ensemble", run.path, "--method", "greedy")
+    assert result.code == 0
+    chosen = load_predictor(run.path, refit=False)
+    refit_lines = [line for line in result.out.splitlines() if line.startswith("refit:")]
+    assert len(refit_lines) == len(chosen.members)
+    assert load_predictor(run.path).refit
+    out = tmp_path / "p.csv"
+    data = shared("blood_transfusion.csv.gz")
+    result = cli("predict", run.path, "--data", data, "--out", out, "--before-refit")
+    assert result.code == 0 and "refit on every row" not in result.out
+    result = cli("predict", run.path, "--data", data, "--out", out)
+    assert result.code == 0 and "(refit on every row)" in result.out
+
+
+def test_the_whole_fit_keeps_to_its_budget_with_the_refit(tmp_path: Path) -> None:
+    """Search, the ensemble and the refit of the chosen members within 20 s (+5%)."""
+    from automl import AutoMLClassifier
+
+    frame = pd.read_csv(shared("phoneme.csv.gz"))
+    x, y = frame.drop(columns=["Class"]), frame["Class"]
+    spaces = [str(tmp_path / "t.yaml"), str(tmp_path / "l.yaml")]
+    Path(spaces[0]).write_text(FAST_TREES)
+    Path(spaces[1]).write_text(LIGHTGBM)
+    model = AutoMLClassifier(time_budget=20, space=spaces, run_dir=tmp_path / "runs")
+    start = time.time()
+    model.fit(x, y)
+    elapsed = time.time() - start
+    assert elapsed <= 20 * 1.05, elapsed
+    assert model.predictor_.refit and "refit on every row" in model.best_model_
+    assert len(model.predict(x.iloc[:5])) == 5
