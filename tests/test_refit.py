@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from automl.data import load_dataset
-from automl.ensemble.build import Recipe, build_ensemble
 from automl.errors import UserInputError
 from automl.io import read_json
 from automl.predict import load_predictor
