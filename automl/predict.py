@@ -31,9 +31,8 @@ class TrialModel:
 
     def __init__(self, run: RunDir, number: int, family: str, refit: bool = True) -> None:
         from automl.models import FAMILIES
-        from automl.refit import has_refit
 
-        self.refit = refit and has_refit(run, number)
+        self.refit = refit and run.has_refit(number)
         if self.refit:
             directory = run.refit_dir(number)
             self.encoder = joblib.load(verify(directory, ENCODER_FILE))

@@ -31,9 +31,7 @@ from automl.errors import UserInputError
 from automl.io import read_json, verify, write_bytes_atomic, write_json_atomic, write_manifest
 from automl.models import FAMILIES, BuildContext
 from automl.preprocess import fit_encoder, layout, transform
-from automl.run import ENCODER_FILE, RunDir, load_trials
-
-REFIT_INFO = "refit.json"
+from automl.run import ENCODER_FILE, REFIT_INFO, RunDir, load_trials
 
 
 @dataclass
@@ -102,10 +100,6 @@ def refit_params(params: dict[str, Any], stopped_at: list[dict[str, Any]]) -> di
     return out
 
 
-def has_refit(run: RunDir, number: int) -> bool:
-    return (run.refit_dir(number) / REFIT_INFO).exists()
-
-
 def refit_trial(run: RunDir, number: int, rows: Rows, threads: int | None = None) -> float:
     """Fit trial `number`'s configuration on `rows` into its refit folder; the seconds taken.
 
@@ -163,7 +157,7 @@ def refit_members(
     """Refit each trial in `members` (the most weighted first) that has no refit yet; a member
     whose measured fit time would pass `deadline` keeps its search-time models. Returns what
     happened to each: `refit`, `kept` (already refit) or why it was skipped."""
-    todo = [n for n in members if not has_refit(run, n)]
+    todo = [n for n in members if not run.has_refit(n)]
     outcome = {n: "kept" for n in members if n not in todo}
     if not todo:
         return outcome

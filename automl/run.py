@@ -26,6 +26,7 @@ from automl.errors import UserInputError
 from automl.io import MANIFEST, check_can_write, read_json, verify
 
 RUN_FILE = "run.json"
+REFIT_INFO = "refit.json"  # written last into a refit folder: its presence means complete
 STUDY_NAME = "automl"
 
 
@@ -78,6 +79,9 @@ class RunDir:
     def refit_dir(self, number: int) -> Path:
         """A trial's models refit on every row (`automl.refit`), beside the search's own."""
         return self.trial_dir(number) / "refit"
+
+    def has_refit(self, number: int) -> bool:
+        return (self.refit_dir(number) / REFIT_INFO).exists()
 
     def ensemble_dir(self, method: str) -> Path:
         return self.path / "ensembles" / method
