@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ SMALL = {
     "random_forest": {"n_estimators": 30},
     "extra_trees": {"n_estimators": 30},
     "lightgbm": {"n_estimators": 60},
+    "catboost": {"iterations": 100},
     "hist_gb": {"max_iter": 60},
     "linear": {},
     "mlp": {"epochs": 20, "batch_size": 32},
@@ -70,6 +72,49 @@ def test_family_fits_predicts_and_reloads(tmp_path: Path, family: str, task: str
     write_manifest(tmp_path, names)
     again = spec.load(tmp_path)
     np.testing.assert_allclose(again.predict(x_test), pred, rtol=1e-5, atol=1e-6)
+
+
+def _credit_g() -> tuple:
+    from tests.conftest import shared
+
+    data = load_dataset(str(shared("credit_g.csv.gz")), "class", seed=0)
+    encoder = fit_encoder("ordinal", data.schema, data.x_fit)
+    x_fit, x_val = transform(encoder, data.x_fit), transform(encoder, data.x_val)
+    ctx = BuildContext(task="binary", n_classes=2, layout=layout(encoder))
+    return data, x_fit, x_val, ctx
+
+
+def test_lightgbm_splits_category_codes_natively_when_asked() -> None:
+    """credit_g's 13 categorical columns: with `native_categories` LightGBM keeps each one's
+    categories (feature_infos list their values), without it a numeric range (no values)."""
+    data, x_fit, x_val, ctx = _credit_g()
+    start, stop = ctx.layout["categorical"]
+    assert stop - start == 13 == len(data.schema.categorical)
+    for native, categorical_info in ((True, True), (False, False)):
+        params = {"n_estimators": 30, "verbosity": -1, "native_categories": native}
+        model = FAMILIES["lightgbm"].build(params, ctx).fit(x_fit, data.y_fit, x_val, data.y_val)
+        infos = model.estimator.booster_.dump_model()["feature_infos"]
+        used = [c for c in range(start, stop) if f"Column_{c}" in infos]  # none constant
+        assert len(used) >= 10
+        for column in used:
+            assert bool(infos[f"Column_{column}"]["values"]) is categorical_info, (native, column)
+        assert infos["Column_0"]["values"] == []  # numbers stay numbers
+
+
+def test_catboost_takes_categories_natively_and_stops_early() -> None:
+    data, x_fit, x_val, ctx = _credit_g()
+    start, stop = ctx.layout["categorical"]
+    params = {"iterations": 1000, "learning_rate": 0.3}
+    model = FAMILIES["catboost"].build(params, ctx).fit(x_fit, data.y_fit, x_val, data.y_val)
+    assert model.estimator.get_cat_feature_indices() == list(range(start, stop))
+    stopped = model.stopped_at()["iterations"]
+    assert 1 <= stopped < 1000 and model.estimator.tree_count_ == stopped  # the best model kept
+    refit = FAMILIES["catboost"].build(params | model.stopped_at(), ctx)
+    refit.fit(np.vstack([x_fit, x_val]), np.concatenate([data.y_fit, data.y_val]), None, None)
+    assert refit.estimator.tree_count_ == stopped  # no validation: the count given
+    late = FAMILIES["catboost"].build(params, ctx)
+    late.fit(x_fit, data.y_fit, x_val, data.y_val, deadline=time.time() - 1)
+    assert late.estimator.tree_count_ <= 2  # the deadline had passed: it stops at once
 
 
 def test_lightgbm_stops_boosting_at_the_deadline() -> None:

@@ -68,10 +68,11 @@ class Family:
 
 
 def _families() -> dict[str, Family]:
-    from automl.models import cnn, keras_mlp, sklearn_models, text_net, wide_deep
+    from automl.models import catboost_model, cnn, keras_mlp, sklearn_models, text_net, wide_deep
 
     families = [
         *sklearn_models.FAMILIES,
+        *catboost_model.FAMILIES,
         *keras_mlp.FAMILIES,
         *wide_deep.FAMILIES,
         *cnn.FAMILIES,

@@ -23,15 +23,23 @@ class SklearnModel:
     """Wraps a scikit-learn-compatible estimator; `predict` returns probabilities or values."""
 
     def __init__(
-        self, estimator: Any, task: str, n_classes: int, uses_validation: bool = False
+        self,
+        estimator: Any,
+        task: str,
+        n_classes: int,
+        uses_validation: bool = False,
+        categorical: list[int] | None = None,
     ) -> None:
         self.estimator = estimator
         self.task = task
         self.n_classes = n_classes
         self.uses_validation = uses_validation
+        # Columns of integer category codes LightGBM splits on natively (None: as numbers).
+        self.categorical = categorical
 
     def fit(self, x, y, x_val, y_val, deadline=None):  # noqa: ANN001, ANN201
         """`x_val` None (a refit on every row): fit the configuration as given, no stopping."""
+        native = {"categorical_feature": self.categorical} if self.categorical else {}
         if self.uses_validation and x_val is not None:  # LightGBM stops when val loss stalls
             import lightgbm
 
@@ -41,9 +49,10 @@ class SklearnModel:
                 eval_X=(x_val,),
                 eval_y=(y_val,),
                 callbacks=[lightgbm.early_stopping(50, verbose=False), _deadline(deadline)],
+                **native,
             )
         else:
-            self.estimator.fit(x, y)
+            self.estimator.fit(x, y, **native)
         return self
 
     def stopped_at(self) -> dict[str, Any]:
@@ -122,15 +131,25 @@ FOREST_PARAMS = frozenset(
 )
 
 
+def categorical_columns(ctx: BuildContext) -> list[int]:
+    """The encoded matrix's columns of category codes (the "ordinal" encoding's)."""
+    where = (ctx.layout or {}).get("categorical")
+    return list(range(where[0], where[1])) if where else []
+
+
 def build_lightgbm(params: dict[str, Any], ctx: BuildContext) -> SklearnModel:
+    """`native_categories` (default false): LightGBM splits category codes into groups of
+    categories, instead of thresholds on the codes' arbitrary order."""
     import lightgbm
 
     kwargs = dict(params)
+    native = bool(kwargs.pop("native_categories", False))
     if ctx.task == "regression":
         estimator = lightgbm.LGBMRegressor(**kwargs, n_jobs=ctx.threads, random_state=ctx.seed)
     else:
         estimator = lightgbm.LGBMClassifier(**kwargs, n_jobs=ctx.threads, random_state=ctx.seed)
-    return SklearnModel(estimator, ctx.task, ctx.n_classes, uses_validation=True)
+    categorical = categorical_columns(ctx) if native else None
+    return SklearnModel(estimator, ctx.task, ctx.n_classes, True, categorical or None)
 
 
 LIGHTGBM_PARAMS = frozenset(
@@ -149,6 +168,7 @@ LIGHTGBM_PARAMS = frozenset(
         "boosting_type",
         "verbosity",
         "class_weight",
+        "native_categories",
     }
 )
 
