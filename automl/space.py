@@ -14,11 +14,15 @@ across families and their hyperparameters at once (the CASH problem)::
 
     bundle: tabular
     include: [lightgbm.yaml, random_forest.yaml]
+    portfolio:                      # optional: the configurations tried first, in order
+      - {family: lightgbm, learning_rate: 0.03, num_leaves: 64}
+      - {family: random_forest}     # unnamed parameters take their defaults
 
 Parameter types: `int` and `float` (`low`, `high`, optional `log` or `step`), `categorical`
 (`choices`), `fixed` (`value`). `when: {parent: value-or-list}` makes a parameter active only for
 some values of a categorical parent. Each parameter has a default (given, or the middle of its
-range / the first choice); each family's defaults form the first configuration tried.
+range / the first choice). A search starts with the bundle's portfolio, then each family's
+defaults that the portfolio did not already try (see `SearchSpace.defaults`).
 
 Sampled configurations are flat dicts of "family" plus "<family>.<param>" names, the form optuna
 stores; `Config` turns one back into a family and its parameters.
@@ -156,7 +160,9 @@ class Config:
 class SearchSpace:
     """Families, each with its parameters; the single source the samplers are driven from."""
 
-    def __init__(self, families: list[FamilySpace]) -> None:
+    def __init__(
+        self, families: list[FamilySpace], portfolio: list[dict[str, Any]] | None = None
+    ) -> None:
         if not families:
             raise UserInputError("the search space has no families")
         names = [f.name for f in families]
@@ -165,29 +171,42 @@ class SearchSpace:
             sources = ", ".join(f.source for f in families if f.name in duplicated)
             raise UserInputError(f"family {duplicated[0]!r} is defined twice ({sources})")
         self.families = {f.name: f for f in families}
+        # Entries for families the space lacks are dropped (a bundle's portfolio may name
+        # more families than a user's own selection of its files).
+        self.portfolio = [dict(e) for e in portfolio or [] if e.get(FAMILY_KEY) in self.families]
 
     # -- loading and saving ------------------------------------------------------------------
 
     @classmethod
     def from_files(cls, paths: Iterable[str | Path]) -> SearchSpace:
         families: list[FamilySpace] = []
+        portfolio: list[dict[str, Any]] = []
         for path in paths:
-            families.extend(_load_file(Path(path), seen=set()))
-        return cls(families)
+            more, entries = _load_file(Path(path), seen=set())
+            families.extend(more)
+            portfolio.extend(entries)
+        space = cls(families)
+        space.portfolio = _check_portfolio(space, portfolio)
+        return space
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> SearchSpace:
         if "families" in data:
-            return cls([_parse_family(f, source) for f in data["families"]])
+            space = cls([_parse_family(f, source) for f in data["families"]])
+            space.portfolio = _check_portfolio(space, data.get("portfolio") or [], source)
+            return space
         return cls([_parse_family(data, source)])
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "families": [
                 {"family": f.name, "params": {p.name: p.to_dict() for p in f.params}}
                 for f in self.families.values()
             ]
         }
+        if self.portfolio:
+            out["portfolio"] = self.portfolio
+        return out
 
     # -- sampling --------------------------------------------------------------------------------
 
@@ -216,21 +235,34 @@ class SearchSpace:
                 values[param.name] = param.value if param.type == "fixed" else flat[param.label]
         return Config(family=family.name, params=values)
 
-    def defaults(self) -> list[dict[str, Any]]:
-        """One flat configuration per family, every parameter at its default: tried first."""
-        out = []
-        for family in self.families.values():
-            values = family.default_params()
-            flat = {FAMILY_KEY: family.name}
-            flat.update(
-                {
-                    p.label: values[p.name]
-                    for p in family.params
-                    if p.type != "fixed" and p.name in values
-                }
-            )
-            out.append(flat)
+    def defaults(self, networks_last: bool = False) -> list[dict[str, Any]]:
+        """The flat configurations tried first: the portfolio's entries in order, then each
+        family's defaults not already among them. `networks_last` moves the networks' entries
+        after the rest (for data with categorical columns, where trees usually win)."""
+        from automl.models import FAMILIES
+
+        out: list[dict[str, Any]] = []
+        entries = [*self.portfolio, *({FAMILY_KEY: name} for name in self.families)]
+        for entry in entries:
+            flat = self._flat(entry)
+            if flat not in out:
+                out.append(flat)
+        if networks_last:
+            out.sort(key=lambda flat: FAMILIES[flat[FAMILY_KEY]].uses_keras)
         return out
+
+    def _flat(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """A flat configuration: the family's defaults, with the values `entry` sets."""
+        family = self.families[entry[FAMILY_KEY]]
+        values: dict[str, Any] = {}
+        for param in family.params:
+            if param.is_active(values):
+                given = entry.get(param.name, param.default)
+                values[param.name] = param.value if param.type == "fixed" else given
+        flat = {FAMILY_KEY: family.name}
+        flat.update({p.label: values[p.name] for p in family.params
+                     if p.type != "fixed" and p.name in values})  # fmt: skip
+        return flat
 
     def param(self, label: str) -> Param:
         family, _, name = label.partition(".")
@@ -244,7 +276,8 @@ class SearchSpace:
 # Parsing and validation
 
 
-def _load_file(path: Path, seen: set[Path]) -> list[FamilySpace]:
+def _load_file(path: Path, seen: set[Path]) -> tuple[list[FamilySpace], list[dict[str, Any]]]:
+    """The families a file defines (a bundle's, recursively) and its portfolio entries."""
     source = str(path)
     if not path.exists():
         raise UserInputError(f"{source}: search-space file not found")
@@ -267,14 +300,58 @@ def _load_file(path: Path, seen: set[Path]) -> list[FamilySpace]:
             f"got {type(data).__name__}"
         )
     if "bundle" in data or "include" in data:
+        unknown = set(data) - {"bundle", "include", "portfolio"}
+        if unknown:
+            raise UserInputError(
+                f"{source}: unknown key(s) {sorted(unknown)}; a bundle has 'bundle', 'include' "
+                "and optionally 'portfolio'"
+            )
         include = data.get("include")
         if not isinstance(include, list) or not include:
             raise UserInputError(f"{source}: 'include' must be a non-empty list of space files")
         families: list[FamilySpace] = []
+        portfolio: list[dict[str, Any]] = []
         for item in include:
-            families.extend(_load_file(path.parent / str(item), seen))
-        return families
-    return [_parse_family(data, source)]
+            more, entries = _load_file(path.parent / str(item), seen)
+            families.extend(more)
+            portfolio.extend(entries)
+        own = data.get("portfolio") or []
+        if not isinstance(own, list) or not all(isinstance(e, dict) for e in own):
+            raise UserInputError(f"{source}: 'portfolio' must be a list of mappings")
+        _check_portfolio(SearchSpace(families), own, source)
+        return families, [*own, *portfolio]
+    return [_parse_family(data, source)], []
+
+
+def _check_portfolio(
+    space: SearchSpace, entries: list[dict[str, Any]], source: str = "portfolio"
+) -> list[dict[str, Any]]:
+    """Every entry names a family of the space (or is dropped, see `SearchSpace`) and sets
+    only its parameters, to values the space allows."""
+    for i, entry in enumerate(entries, start=1):
+        where = f"{source}: portfolio entry {i}"
+        family = space.families.get(str(entry.get(FAMILY_KEY)))
+        if family is None:
+            continue
+        by_name = {p.name: p for p in family.params}
+        for name, value in entry.items():
+            if name == FAMILY_KEY:
+                continue
+            param = by_name.get(name)
+            if param is None:
+                raise UserInputError(
+                    f"{where}: family {family.name!r} has no parameter {name!r} in this space"
+                )
+            if param.type == "fixed" and value != param.value:
+                raise UserInputError(f"{where}: {name!r} is fixed at {param.value!r}")
+            if param.type == "categorical" and value not in param.choices:
+                raise UserInputError(f"{where}: {name!r} must be one of {param.choices}")
+            if param.type in ("int", "float") and param.snap(value) != value:
+                low, high = param.bounds
+                raise UserInputError(
+                    f"{where}: {name!r} = {value!r} is not a value of its range [{low}, {high}]"
+                )
+    return [dict(e) for e in entries if e.get(FAMILY_KEY) in space.families]
 
 
 def _parse_family(data: dict[str, Any], source: str) -> FamilySpace:

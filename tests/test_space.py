@@ -36,6 +36,64 @@ def test_bundle_puts_families_under_one_choice() -> None:
     ]
 
 
+def _bundle(tmp_path: Path, portfolio: str) -> Path:
+    for name in ("lightgbm.yaml", "linear.yaml", "mlp.yaml"):
+        (tmp_path / name).write_text((SPACES / name).read_text())
+    return write_space(
+        tmp_path,
+        "b.yaml",
+        "bundle: b\ninclude: [lightgbm.yaml, mlp.yaml, linear.yaml]\n" + portfolio,
+    )
+
+
+def test_a_portfolio_is_tried_first_then_the_families_defaults(tmp_path: Path) -> None:
+    path = _bundle(
+        tmp_path,
+        "portfolio:\n"
+        "  - {family: linear, C: 10.0}\n"
+        "  - {family: lightgbm, num_leaves: 64, boosting_type: goss}\n"
+        "  - {family: lightgbm}\n"
+        "  - {family: random_forest, n_estimators: 100}\n",  # not in this space: dropped
+    )
+    space = SearchSpace.from_files([path])
+    flats = space.defaults()
+    assert [(f["family"], f.get("linear.C"), f.get("lightgbm.num_leaves")) for f in flats] == [
+        ("linear", 10.0, None),
+        ("lightgbm", None, 64),
+        ("lightgbm", None, 31),
+        ("mlp", None, None),
+        ("linear", 1.0, None),  # the family's defaults, not tried yet
+    ]
+    assert "lightgbm.subsample" not in flats[1]  # inactive under goss
+    assert flats[1]["lightgbm.learning_rate"] == 0.05  # unnamed: the default
+    # Networks after the rest on data with categorical columns; the order otherwise kept.
+    late = space.defaults(networks_last=True)
+    assert [f["family"] for f in late] == ["linear", "lightgbm", "lightgbm", "linear", "mlp"]
+    again = SearchSpace.from_dict(space.to_dict())
+    assert again.defaults() == flats  # run.json keeps the portfolio
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("{family: linear, alpha: 1}", r"portfolio entry 1: family 'linear' has no parameter "),
+        (
+            "{family: linear, C: 1000.0}",
+            r"portfolio entry 1: 'C' = 1000.0 is not a value of its range \[0.001, ",
+        ),
+        (
+            "{family: lightgbm, boosting_type: dart}",
+            r"portfolio entry 1: 'boosting_type' must be one of \[",
+        ),
+        ("{family: linear, max_iter: 5}", r"portfolio entry 1: 'max_iter' is fixed at 2000"),
+    ],
+)
+def test_a_bad_portfolio_entry_is_named(tmp_path: Path, entry: str, message: str) -> None:
+    path = _bundle(tmp_path, f"portfolio:\n  - {entry}\n")
+    with pytest.raises(UserInputError, match=r"b\.yaml: " + message):
+        SearchSpace.from_files([path])
+
+
 def test_defaults_follow_conditions() -> None:
     space = SearchSpace.from_files([SPACES / "mlp.yaml"])
     (flat,) = space.defaults()

@@ -82,7 +82,10 @@ class StudyDriver:
         self.live = settings.live
         self.metric = ctx.metric
         if not study.get_trials(deepcopy=False):
-            for flat in space.defaults():
+            # Networks win on all-numeric tables, rarely where there are categories: there
+            # they start after the trees and linear models (see `SearchSpace.defaults`).
+            categories = bool(ctx.dataset.schema.categorical)
+            for flat in space.defaults(networks_last=categories):
                 study.enqueue_trial(flat)
         recover_interrupted(study, say)
         self.proposer = None

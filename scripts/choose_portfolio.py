@@ -1,0 +1,258 @@
+"""Choose the tabular portfolio: the ordered configurations every tabular search starts with.
+
+    python scripts/choose_portfolio.py [--max-rows 2000] [--draws 5] [--size 8] [--write]
+
+1. Candidates: each tree and linear family's defaults, plus `--draws` random configurations
+   per family drawn (seeded) from the bundled spaces. Networks are not candidates: the search
+   places their default by a rule on the data (see `SearchSpace.defaults`).
+2. Each candidate is cross-validated (3 folds, the search's own encoders, families and
+   metrics) on each tabular dataset of ../shared/data, subsampled to `--max-rows` rows; its
+   score and fit time are kept in benchmarks/portfolio_candidates.csv.
+3. A candidate's error on a dataset is its rank among the candidates there, scaled to [0, 1]
+   (0: the best). A portfolio's error on a dataset is that of its best member so far.
+4. Greedy selection, the way AutoGluon's zero-shot portfolios are built: add the candidate that
+   most lowers the mean error over the datasets, per (mean fit seconds) ** alpha: alpha 0
+   picks the strongest first, 1 the best gain per second (cheap first).
+5. alpha is chosen by leave-one-dataset-out: for each dataset, the portfolio is chosen on the
+   others and scored on it under a budget (the error of the best member that ran within the
+   time the family defaults take together there). The alpha with the lowest mean held-out
+   error wins; the table compares it with the families' defaults in the bundle's order.
+
+The results go to benchmarks/portfolio.md; `--write` writes the chosen portfolio (chosen on
+every dataset) into search_spaces/tabular.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DATA = ROOT.parent / "shared" / "data"
+DATASETS = [  # file, target, task (None: inferred)
+    ("credit_g", "class", None),
+    ("blood_transfusion", "Class", None),
+    ("phoneme", "Class", None),
+    ("adult", "class", None),
+    ("vehicle", "Class", None),
+    ("segment", "class", None),
+    ("car", "class", None),
+    ("wine_quality", "quality", "regression"),
+    ("house_16H", "y", "regression"),
+    ("boston_housing", "medv", "regression"),
+]
+FAMILIES = ["lightgbm", "catboost", "hist_gb", "random_forest", "extra_trees", "linear"]
+ALPHAS = [0.0, 0.5, 1.0]
+FOLDS = 3
+MARKER = "# portfolio: written by scripts/choose_portfolio.py"
+
+
+def candidates(draws: int, seed: int) -> list[dict[str, Any]]:
+    """Each family's defaults, then `draws` random configurations of it (seeded)."""
+    import optuna
+
+    from automl.resources import space_path
+    from automl.space import SearchSpace
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out = []
+    for family in FAMILIES:
+        space = SearchSpace.from_files([space_path(family)])
+        out.append(space.config(space.defaults()[0]).__dict__ | {"id": f"{family}-default"})
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        for i in range(draws):
+            flat = space.suggest(study.ask())
+            out.append(space.config(flat).__dict__ | {"id": f"{family}-{i}"})
+    return out
+
+
+def evaluate(
+    name: str, target: str, task: str | None, configs: list[dict], max_rows: int, threads: int
+) -> list[dict[str, Any]]:
+    from automl.data import load_dataset
+    from automl.folds import fold_rows
+    from automl.metrics import get_metric
+    from automl.models import FAMILIES as REGISTRY
+    from automl.models import BuildContext
+    from automl.preprocess import fit_encoder, layout, transform
+
+    data = load_dataset(str(DATA / f"{name}.csv.gz"), target, task=task, seed=0)
+    x = pd.concat([data.x_fit, data.x_val, data.x_test], ignore_index=True)
+    y = np.concatenate([data.y_fit, data.y_val, data.y_test])
+    classify = data.task != "regression"
+    if len(y) > max_rows:  # a stratified subsample keeps the search's class balance
+        keep = fold_rows(y, max(2, len(y) // max_rows), classify, 0)[0][1][:max_rows]
+        x, y = x.iloc[keep].reset_index(drop=True), y[keep]
+    metric = get_metric(None, data.task)
+    n_classes = len(data.target.classes)
+    folds = fold_rows(y, FOLDS, classify, 0)
+    encoded = {}
+    for encoding in {REGISTRY[c["family"]].encoding for c in configs}:
+        encoded[encoding] = []
+        for train, held in folds:
+            encoder = fit_encoder(encoding, data.schema, x.iloc[train])
+            encoded[encoding].append(
+                (transform(encoder, x.iloc[train]), transform(encoder, x.iloc[held]), encoder)
+            )
+    rows = []
+    for config in configs:
+        family = REGISTRY[config["family"]]
+        oof = np.zeros((len(y), n_classes)) if classify else np.zeros(len(y))
+        start = time.perf_counter()
+        for (train, held), (x_train, x_held, encoder) in zip(
+            folds, encoded[family.encoding], strict=True
+        ):
+            ctx = BuildContext(data.task, n_classes, 0, threads, layout=layout(encoder))
+            # Early stopping watches the held-out fold, as in the search's cross-fitting.
+            model = family.build(config["params"], ctx)
+            model.fit(x_train, y[train], x_held, y[held])
+            oof[held] = model.predict(x_held)
+        seconds = time.perf_counter() - start
+        score = metric(y, oof)
+        rows.append(
+            {"dataset": name, "id": config["id"], "family": config["family"],
+             "score": score, "error": metric.error(y, oof), "seconds": seconds}
+        )  # fmt: skip
+        print(f"  {name:<18} {config['id']:<22} {metric.name} {score:.4f} {seconds:6.1f}s",
+              flush=True)  # fmt: skip
+    return rows
+
+
+def rank_errors(table: pd.DataFrame) -> pd.DataFrame:
+    """Each candidate's rank error per dataset in [0, 1] (0: best there)."""
+    out = table.copy()
+    out["rank_error"] = out.groupby("dataset")["error"].rank(method="average", pct=True)
+    low = out.groupby("dataset")["rank_error"].transform("min")
+    out["rank_error"] = (out["rank_error"] - low) / (1 - low)
+    return out
+
+
+def greedy(table: pd.DataFrame, size: int, alpha: float) -> list[str]:
+    """Candidate ids in the order greedy selection adds them."""
+    err = table.pivot(index="id", columns="dataset", values="rank_error")
+    cost = table.groupby("id")["seconds"].mean()
+    chosen: list[str] = []
+    best = pd.Series(1.0, index=err.columns)
+    while len(chosen) < min(size, len(err)):
+        gains = {}
+        for cid in err.index.difference(chosen):
+            gain = float(best.mean() - np.minimum(best, err.loc[cid]).mean())
+            gains[cid] = gain / max(float(cost[cid]), 1e-3) ** alpha
+        pick = max(gains, key=lambda c: (gains[c], -cost[c]))
+        if gains[pick] <= 0 and chosen:
+            break
+        chosen.append(pick)
+        best = np.minimum(best, err.loc[pick])
+    return chosen
+
+
+def budgeted_error(table: pd.DataFrame, dataset: str, order: list[str], budget: float) -> float:
+    """The rank error of the best configuration in `order` that ran within `budget` seconds."""
+    part = table[table.dataset == dataset].set_index("id")
+    spent, best = 0.0, 1.0
+    for cid in order:
+        spent += float(part.loc[cid, "seconds"])
+        if spent > budget and cid != order[0]:
+            break
+        best = min(best, float(part.loc[cid, "rank_error"]))
+    return best
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-rows", type=int, default=2000)
+    parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument("--size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse", action="store_true", help="reuse the candidates' CSV")
+    parser.add_argument("--write", action="store_true", help="write into tabular.yaml")
+    args = parser.parse_args()
+    results = ROOT / "benchmarks" / "portfolio_candidates.csv"
+    configs = candidates(args.draws, args.seed)
+    if args.reuse and results.exists():
+        table = pd.read_csv(results)
+    else:
+        rows = []
+        for name, target, task in DATASETS:
+            rows += evaluate(name, target, task, configs, args.max_rows, args.threads)
+        table = pd.DataFrame(rows)
+        table.to_csv(results, index=False)
+    table = rank_errors(table)
+    defaults = [f"{f}-default" for f in FAMILIES]
+    datasets = list(dict.fromkeys(table.dataset))
+
+    lines = ["# The tabular portfolio", "", f"`python scripts/choose_portfolio.py "
+             f"--max-rows {args.max_rows} --draws {args.draws} --size {args.size}`: "
+             f"{len(configs)} candidates x {len(datasets)} datasets, {FOLDS}-fold "
+             "cross-validation. Rank error: 0 = the best candidate on that dataset, 1 = the "
+             "worst.", ""]  # fmt: skip
+    lines += ["Leave-one-dataset-out (chosen without the dataset, scored on it, within the "
+              "time the six family defaults take there):", "",
+              "| dataset | defaults | " + " | ".join(f"alpha {a}" for a in ALPHAS) + " |",
+              "|---|---|" + "---|" * len(ALPHAS)]  # fmt: skip
+    held: dict[float, list[float]] = {a: [] for a in ALPHAS}
+    base: list[float] = []
+    for dataset in datasets:
+        rest = table[table.dataset != dataset]
+        budget = float(table[(table.dataset == dataset) & table.id.isin(defaults)].seconds.sum())
+        base.append(budgeted_error(table, dataset, defaults, budget))
+        cells = [f"{base[-1]:.3f}"]
+        for alpha in ALPHAS:
+            order = greedy(rest, args.size, alpha)
+            held[alpha].append(budgeted_error(table, dataset, order, budget))
+            cells.append(f"{held[alpha][-1]:.3f}")
+        lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+    means = {a: float(np.mean(v)) for a, v in held.items()}
+    lines.append(f"| **mean** | {np.mean(base):.3f} | "
+                 + " | ".join(f"{means[a]:.3f}" for a in ALPHAS) + " |")  # fmt: skip
+    alpha = min(ALPHAS, key=lambda a: (means[a], a))
+    order = greedy(table, args.size, alpha)
+    params = {c["id"]: c for c in configs}
+    lines += ["", f"Chosen: alpha {alpha} (lowest held-out mean); the portfolio chosen on all "
+              "ten datasets, in order:", "", "| # | candidate | mean rank error | mean fit s |",
+              "|---|---|---|---|"]  # fmt: skip
+    for i, cid in enumerate(order, start=1):
+        part = table[table.id == cid]
+        lines.append(f"| {i} | {cid} `{params[cid]['params']}` | "
+                     f"{part.rank_error.mean():.3f} | {part.seconds.mean():.2f} |")  # fmt: skip
+    text = "\n".join(lines) + "\n"
+    (ROOT / "benchmarks" / "portfolio.md").write_text(text)
+    print(text)
+    if args.write:
+        write_portfolio([params[cid] for cid in order])
+    return 0
+
+
+def write_portfolio(entries: list[dict[str, Any]]) -> None:
+    """Replace the `portfolio:` block at the end of search_spaces/tabular.yaml."""
+    import yaml
+
+    path = ROOT / "search_spaces" / "tabular.yaml"
+    text = path.read_text()
+    text = text.split(MARKER)[0].rstrip() + "\n"
+    from automl.resources import space_path
+    from automl.space import SearchSpace
+
+    block = []
+    for entry in entries:  # the values that differ from the family's defaults
+        family = SearchSpace.from_files([space_path(entry["family"])]).families[entry["family"]]
+        defaults = family.default_params()
+        fixed = {p.name for p in family.params if p.type == "fixed"}
+        block.append({"family": entry["family"]} | {
+            k: v for k, v in entry["params"].items() if k not in fixed and defaults.get(k) != v
+        })  # fmt: skip
+    dumped = yaml.safe_dump({"portfolio": block}, sort_keys=False, default_flow_style=None)
+    path.write_text(f"{text}{MARKER} (benchmarks/portfolio.md)\n{dumped}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
