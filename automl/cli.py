@@ -63,7 +63,13 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--trials", type=int, help="number of finished trials to reach")
     search.add_argument("--time-budget", type=float, help="seconds of search, across resumes")
     search.add_argument("--seed", type=int, default=0)
-    search.add_argument("--test-size", type=float, default=0.2)
+    search.add_argument(
+        "--test-size",
+        type=float,
+        default=0.2,
+        help="share of rows held out to score the result (default 0.2); 0: none, every row "
+        "trains and scores are out-of-fold",
+    )
     search.add_argument("--test-data", help="held-out test file instead of a --test-size split")
     search.add_argument("--storage", help="SQLAlchemy URL of the study (default RUN_DIR/study.db)")
     search.add_argument("--resume", action="store_true", help="continue the search in --out")
@@ -233,9 +239,9 @@ def _ensemble(args: argparse.Namespace) -> int:
         print(
             f"ensemble {summary['name']}: val {summary['metric']} {summary['val_score']:.4f} "
             f"(cross-validated {_fmt(summary['honest_val_score'])}), "
-            f"test {summary['test_score']:.4f} "
+            f"test {_fmt(summary['test_score'])} "
             f"(best single: val {summary['best_single']['val_score']:.4f}, "
-            f"test {summary['best_single']['test_score']:.4f}) | {weights}{more}"
+            f"test {_fmt(summary['best_single']['test_score'])}) | {weights}{more}"
         )
     if not args.no_refit:
         from automl.refit import refit_best

@@ -615,8 +615,10 @@ def load_dataset(
         if duplicated:
             raise UserInputError(f"--target: {', '.join(map(repr, duplicated))} given twice")
 
-    if not 0 < test_size < 1:
-        raise UserInputError(f"--test-size must be between 0 and 1 (exclusive); got {test_size}")
+    if not 0 <= test_size < 1:
+        raise UserInputError(
+            f"--test-size must be from 0 (no test part) to below 1; got {test_size}"
+        )
     frame = read_data(data)
     data = source_name(data)  # from here on, the name messages use
     image_shape = frame.attrs.get(IMAGE_SHAPE_ATTR)
@@ -650,6 +652,9 @@ def load_dataset(
                 "that the training data does not have"
             )
         y_test = tgt.encode(test_y) if tgt.task != "regression" else test_y.to_numpy(float)
+    elif test_size == 0:  # no test part: every row trains, scores are out-of-fold only
+        x_train, y_train = x_all, y_all
+        x_test, y_test = x_all.iloc[:0], y_all[:0]
     else:
         x_train, x_test, y_train, y_test = train_test_split(
             x_all, y_all, test_size=test_size, random_state=seed, stratify=_strata(tgt, y_all)

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 
 from automl.data import load_dataset
+from automl.ensemble.build import Recipe, build_ensemble
 from automl.errors import UserInputError
 from automl.io import read_json
-from automl.predict import load_predictor
+from automl.predict import choose, load_predictor
 from automl.refit import refit_best, refit_members, refit_params
 from automl.run import RunDir
 from tests.conftest import FAST_TREES, BloodSearch, Cli, shared
@@ -78,6 +79,10 @@ def test_predict_uses_the_refit_models_unless_told_otherwise(blood_search: Blood
     np.testing.assert_allclose(kept.predict_proba(x_test), before.predict_proba(x_test))
     assert not np.allclose(after.predict_proba(x_test), before.predict_proba(x_test))
     assert refit_best(run.path) == {0: "kept"}  # done once, not again
+    from automl.report import write_report
+
+    page = Path(write_report(run)).read_text()
+    assert "measured before the refit of trial(s) 0 on every row (test part included)" in page
 
 
 def test_a_separate_test_file_is_never_refit_on(tmp_path: Path) -> None:
@@ -157,3 +162,32 @@ def test_the_whole_fit_keeps_to_its_budget_with_the_refit(tmp_path: Path) -> Non
     assert elapsed <= 20 * 1.05, elapsed
     assert model.predictor_.refit and "refit on every row" in model.best_model_
     assert len(model.predict(x.iloc[:5])) == 5
+
+
+def test_test_size_zero_trains_and_refits_on_every_row(
+    blood_search: BloodSearch, cli: Cli, tmp_path: Path
+) -> None:
+    """No test part: all 748 rows are cross-fitted, scores are out-of-fold only (no test
+    score anywhere), and the report's diagnostics use the out-of-fold predictions."""
+    from automl.report import leaderboard_rows, write_report
+
+    run = RunDir(blood_search(DUMMY, FAST_TREES, trials=3, test_size=0).run_dir)
+    info = run.info()
+    assert info["rows"]["train_cross_fitted"] == 748 and info["rows"]["test"] == 0
+    summary = build_ensemble(run, Recipe(method="greedy"))
+    assert summary["test_score"] is None and summary["honest_val_score"] is not None
+    refit_best(run.path)
+    chosen = load_predictor(run.path)
+    assert chosen.refit
+    for number, _, _ in choose(run, "best")[1]:
+        assert read_json(run.refit_dir(number) / "refit.json")["rows"] == 748
+    rows = leaderboard_rows(run)
+    assert all(r["test_score"] is None for r in rows) and rows[0]["val_score"] is not None
+    page = Path(write_report(run)).read_text()
+    assert "test: none (--test-size 0)" in page and "validation rows, " in page
+    result = cli(
+        "search", "--data", shared("blood_transfusion.csv.gz"), "--target", "Class",
+        "--out", tmp_path / "bad", "--test-size", "1",
+    )  # fmt: skip
+    assert result.code == 2
+    assert "--test-size must be from 0 (no test part) to below 1; got 1.0" in result.err

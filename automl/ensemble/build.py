@@ -201,9 +201,11 @@ def build_ensemble(run: RunDir, recipe: Recipe) -> dict[str, Any]:
     val_pred = getattr(ensembler, "oof_", None)
     if val_pred is None:
         val_pred = ensembler.predict(val_preds)
-    test_pred = ensembler.predict(test_preds)
+    tested = len(y_test) > 0  # `--test-size 0`: no test part, no test score
+    test_pred = ensembler.predict(test_preds) if tested else test_preds[0]
     best_single = members[0]  # the pool is sorted by validation score
-    val_score, test_score = metric(y_val, val_pred), metric(y_test, test_pred)
+    val_score = metric(y_val, val_pred)
+    test_score = metric(y_test, test_pred) if tested else None
     honest = (
         val_pred
         if hasattr(ensembler, "oof_")
@@ -234,7 +236,9 @@ def build_ensemble(run: RunDir, recipe: Recipe) -> dict[str, Any]:
         },
         "gain": {
             "val": signed_gain(metric, val_score, best_single.val_score),
-            "test": signed_gain(metric, test_score, best_single.test_score),
+            "test": signed_gain(metric, test_score, best_single.test_score)
+            if test_score is not None and best_single.test_score is not None
+            else None,
         },
         "split_half": split_half_check(make, val_preds, y_val, metric),
         "members": [

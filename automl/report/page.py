@@ -148,13 +148,16 @@ def _best_network(run: RunDir, records: list[TrialRecord], greater: bool) -> tup
 def _diagnostics(run: RunDir, info: dict, best: dict[str, Any] | None) -> tuple[str, str]:
     if best is None:
         return "", ""
-    _, y_test = load_targets(run)
+    y_val, y_test = load_targets(run)
+    # Without a test part (--test-size 0), the validation predictions: out-of-fold under cv.
+    part, y = ("test", y_test) if len(y_test) else ("val", y_val)
     if best["family"] == "ensemble":
         name = best["name"].removeprefix("ensemble-")
-        pred = np.load(verify(run.ensemble_dir(name), "test_pred.npy"), allow_pickle=False)
+        pred = np.load(verify(run.ensemble_dir(name), f"{part}_pred.npy"), allow_pickle=False)
     else:
-        pred = load_predictions(run, int(best["name"][1:5]), "test")
-    title = f"test part, {best['name']}"
+        pred = load_predictions(run, int(best["name"][1:5]), part)
+    title = f"{'test part' if part == 'test' else 'validation rows'}, {best['name']}"
+    y_test = y
     if info["task"] == "regression":
         return figure(plots.residuals(y_test, pred), f"Residuals on the {title}", "residuals"), ""
     classes = info["classes"]
@@ -209,6 +212,7 @@ def _facts(run: RunDir, info: dict, records: list[TrialRecord], metric: Metric) 
         "metric": f"{metric.name} ({metric.direction})",
         "rows": ", ".join(f"{k} {v}" for k, v in info.get("rows", {}).items()),
         "validation": f"{info['cv']}-fold cross-fitting" if info.get("cv") else "holdout split",
+        "scores": _scores_measured_on(run, info),
         "features": f"{len(info['schema']['numeric'])} numeric, "
         f"{len(info['schema']['categorical'])} categorical"
         + (f", dates {', '.join(info['schema']['dates'])}" if info["schema"].get("dates") else ""),
@@ -230,6 +234,33 @@ def _facts(run: RunDir, info: dict, records: list[TrialRecord], metric: Metric) 
         "reproducibility": "a local run with the same seed proposes the same configurations; "
         "wall-clock budgets and thread timing can change how many trials fit",
     }
+
+
+def _scores_measured_on(run: RunDir, info: dict) -> str:
+    """What each score was measured on, and which models the refit replaced."""
+    validation = (
+        "validation: out-of-fold (each training row by a model fit without it)"
+        if info.get("cv")
+        else "validation: the holdout part of the training rows"
+    )
+    if not info.get("rows", {}).get("test"):
+        test = "test: none (--test-size 0)"
+    elif info.get("test_data"):
+        test = f"test: the rows of {info['test_data']}, which no model saw"
+    else:
+        test = "test: the split-off test part, which no search-time model saw"
+    refit = [n for n in range(_trial_count(run)) if run.has_refit(n)]
+    if refit:
+        test += (
+            f"; every test score is of the search-time models, measured before the refit of "
+            f"trial(s) {', '.join(map(str, refit))} on every row"
+            + ("" if info.get("test_data") else " (test part included)")
+        )
+    return f"{validation}; {test}"
+
+
+def _trial_count(run: RunDir) -> int:
+    return len(list(run.trials_dir.glob("[0-9]*"))) if run.trials_dir.exists() else 0
 
 
 def _cards(rows: list[dict], ensembles: list[dict], metric: Metric, facts: dict) -> str:

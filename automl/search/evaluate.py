@@ -97,7 +97,7 @@ class TrialContext:
 @dataclass
 class TrialResult:
     val_score: float
-    test_score: float
+    test_score: float | None  # None without a test part
     fit_seconds: float
     predict_seconds: float
     extra_scores: dict[str, float]
@@ -132,6 +132,13 @@ def _n_params(model: Any) -> int | None:
     return int(value) if value is not None else None
 
 
+def predict_test(model: Any, x_test: np.ndarray, ctx: BuildContext) -> np.ndarray:
+    """The test part's predictions; with no test part (`--test-size 0`), none, shaped."""
+    if len(x_test):
+        return model.predict(x_test)
+    return np.zeros((0, ctx.n_classes) if ctx.task != "regression" else (0,))
+
+
 def check_predictions(pred: np.ndarray, n_rows: int, task: str, n_classes: int) -> None:
     expected = (n_rows, n_classes) if task != "regression" else (n_rows,)
     if pred.shape != expected:
@@ -164,11 +171,16 @@ def _fit_once(
     model.fit(x_fit, y_fit, x_val, y_val, deadline=ctx.deadline)
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    val_pred, test_pred = model.predict(x_val), model.predict(x_test)
+    val_pred, test_pred = model.predict(x_val), predict_test(model, x_test, build_ctx)
     predict_seconds = time.perf_counter() - start
     others = []
     if data.others:
-        others = list(zip(model.predict_others(x_val), model.predict_others(x_test), strict=True))
+        test_others = (
+            model.predict_others(x_test)
+            if len(x_test)
+            else [np.zeros((0, o[2]) if o[1] != "regression" else (0,)) for o in build_ctx.others]
+        )
+        others = list(zip(model.predict_others(x_val), test_others, strict=True))
     files = model.save(trial_dir)
     return Fitted(
         val_pred,
@@ -217,7 +229,8 @@ def _cross_fit(
         )
         fit_seconds += time.perf_counter() - start
         start = time.perf_counter()
-        held_pred, test_pred = model.predict(x_train[held_rows]), model.predict(x_test)
+        held_pred = model.predict(x_train[held_rows])
+        test_pred = predict_test(model, x_test, build_ctx)
         predict_seconds += time.perf_counter() - start
         if oof is None:
             oof = np.zeros((len(y), *held_pred.shape[1:]))
@@ -266,8 +279,13 @@ def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResul
     val_score = ctx.metric(y_val, val_pred)
     if not np.isfinite(val_score):
         raise TrialFailed(f"validation {ctx.metric.name} is {val_score}")
-    test_score = ctx.metric(data.y_test, test_pred)
-    extra = {f"test_{m}": METRICS[m](data.y_test, test_pred) for m in EXTRA_METRICS[data.task]}
+    tested = len(data.y_test) > 0  # `--test-size 0`: no test part, no test scores
+    test_score = ctx.metric(data.y_test, test_pred) if tested else None
+    extra = {
+        f"test_{m}": METRICS[m](data.y_test, test_pred)
+        for m in EXTRA_METRICS[data.task]
+        if tested
+    }
     other_files = []
     for i, (other, (val_other, test_other)) in enumerate(
         zip(data.others, fitted.others, strict=True)
@@ -276,7 +294,8 @@ def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResul
         check_predictions(test_other, len(data.y_test), other.task, len(other.target.classes))
         metric = get_metric(None, other.task)  # each target scored by its task's metric
         extra[f"val_{metric.name}[{other.name}]"] = metric(other.y_val, val_other)
-        extra[f"test_{metric.name}[{other.name}]"] = metric(other.y_test, test_other)
+        if tested:
+            extra[f"test_{metric.name}[{other.name}]"] = metric(other.y_test, test_other)
         write_npy_atomic(trial_dir / f"val_pred_target_{i}.npy", val_other)
         write_npy_atomic(trial_dir / f"test_pred_target_{i}.npy", test_other)
         other_files += [f"val_pred_target_{i}.npy", f"test_pred_target_{i}.npy"]
@@ -312,6 +331,7 @@ def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResul
         trial_dir / TENSORBOARD_DIR / "hparams",
         trial_id=f"t{number:04d}-{config.family}",
         hparams={"family": config.family, **config.params},
-        metrics={"val_score": val_score, "test_score": test_score},
+        metrics={"val_score": val_score}
+        | ({"test_score": test_score} if test_score is not None else {}),
     )
     return result
