@@ -78,6 +78,7 @@ class _AutoMLEstimator(BaseEstimator):
         refit: bool = True,
         executor: str = "local",
         workers: int = 1,
+        n_jobs: int | None = None,
         test_size: float = 0.2,
         seed: int = 0,
         run_dir: str | Path | None = None,
@@ -92,6 +93,7 @@ class _AutoMLEstimator(BaseEstimator):
         self.refit = refit
         self.executor = executor
         self.workers = workers
+        self.n_jobs = n_jobs
         self.test_size = test_size
         self.seed = seed
         self.run_dir = run_dir
@@ -145,12 +147,13 @@ class _AutoMLEstimator(BaseEstimator):
                 cv=self.cv,
                 executor=self.executor,
                 workers=self.workers,
+                threads=self.n_jobs,
                 progress=print if self.verbose else (lambda line: None),
             )
             self._build_ensembles(out)
             if self.refit:
                 deadline = started + self.time_budget if self.time_budget is not None else None
-                refit_best(out, data=data, deadline=deadline)
+                refit_best(out, data=data, deadline=deadline, threads=self.n_jobs)
         except UserInputError as exc:
             raise ValueError(str(exc)) from None
         self._attach(out)
@@ -272,7 +275,8 @@ class AutoMLClassifier(ClassifierMixin, _AutoMLEstimator):
     else one holdout split), `metric` (default roc_auc / log_loss),
     `ensemble` recipes fitted after the search (None for none), `refit` (the chosen model's
     members refit on every row, the default; False keeps the search-time models),
-    `executor` ("local" or "ray") and `workers`, `test_size` (rows held out to score the
+    `executor` ("local" or "ray") and `workers`, `n_jobs` (threads per trial; default all
+    cores), `test_size` (rows held out to score the
     result honestly), `seed`, `run_dir` (a folder that keeps each fit's run directory;
     default a temporary one).
     """

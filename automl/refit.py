@@ -153,6 +153,7 @@ def refit_members(
     data: DataSource | None = None,
     deadline: float | None = None,
     say: Callable[[str], None] = lambda _: None,
+    threads: int | None = None,
 ) -> dict[int, str]:
     """Refit each trial in `members` (the most weighted first) that has no refit yet; a member
     whose measured fit time would pass `deadline` keeps its search-time models. Returns what
@@ -175,7 +176,7 @@ def refit_members(
             outcome[number] = f"skipped: about {expected:.1f} s, past the time budget"
             say(f"refit: trial {number} keeps its search-time models ({outcome[number]})")
             continue
-        seconds = refit_trial(run, number, rows)
+        seconds = refit_trial(run, number, rows, threads)
         outcome[number] = "refit"
         say(f"refit: trial {number} on {len(rows.y)} rows in {seconds:.1f} s")
     return outcome
@@ -186,6 +187,7 @@ def refit_best(
     data: DataSource | None = None,
     deadline: float | None = None,
     say: Callable[[str], None] = lambda _: None,
+    threads: int | None = None,
 ) -> dict[int, str]:
     """Refit the members of what `load(run_dir, "best")` chooses (see `refit_members`)."""
     from automl.predict import choose
@@ -193,4 +195,5 @@ def refit_best(
     run = RunDir(run_dir)
     _, members, _ = choose(run, "best")
     by_weight = sorted(members, key=lambda m: -m[2])
-    return refit_members(run, [number for number, _, _ in by_weight], data, deadline, say)
+    numbers = [number for number, _, _ in by_weight]
+    return refit_members(run, numbers, data, deadline, say, threads)

@@ -31,9 +31,14 @@ def test_bundle_puts_families_under_one_choice() -> None:
         "random_forest",
         "extra_trees",
         "hist_gb",
+        "catboost",
         "linear",
         "mlp",
     ]
+    # The portfolio (scripts/choose_portfolio.py): the defaults cheap first, networks last.
+    assert [f["family"] for f in space.defaults()] == [
+        "linear", "lightgbm", "extra_trees", "random_forest", "hist_gb", "catboost", "mlp"
+    ]  # fmt: skip
 
 
 def _bundle(tmp_path: Path, portfolio: str) -> Path:

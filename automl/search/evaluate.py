@@ -282,9 +282,7 @@ def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResul
     tested = len(data.y_test) > 0  # `--test-size 0`: no test part, no test scores
     test_score = ctx.metric(data.y_test, test_pred) if tested else None
     extra = {
-        f"test_{m}": METRICS[m](data.y_test, test_pred)
-        for m in EXTRA_METRICS[data.task]
-        if tested
+        f"test_{m}": METRICS[m](data.y_test, test_pred) for m in EXTRA_METRICS[data.task] if tested
     }
     other_files = []
     for i, (other, (val_other, test_other)) in enumerate(
