@@ -183,10 +183,10 @@ def strategies(rest: pd.DataFrame, size: int, seed: int) -> dict[str, list[list[
         # What a search did before the portfolio: the defaults in the bundle's order, then
         # TPE's first trials, which are random draws.
         "defaults, then random": [
-            defaults + list(rng.permutation(extras)[: size]) for _ in range(50)
+            defaults + list(rng.permutation(extras)[:size]) for _ in range(50)
         ],
         "defaults cheap first, then random": [
-            cheap_defaults + list(rng.permutation(extras)[: size]) for _ in range(50)
+            cheap_defaults + list(rng.permutation(extras)[:size]) for _ in range(50)
         ],
     }
     for alpha in ALPHAS:
