@@ -139,12 +139,11 @@ def refit_trial(run: RunDir, number: int, rows: Rows, threads: int | None = None
     return seconds
 
 
-def expected_refit_seconds(fit_seconds: float, folds: int, train_rows: int, rows: int) -> float:
-    """A refit's likely cost from the trial's measured fit: one model's time (a fold's under
-    cross-fitting), scaled by the rows (fit time grows about linearly with rows for trees)."""
-    if folds:
-        return fit_seconds / folds * rows / max(train_rows * (folds - 1) // folds, 1)
-    return fit_seconds * rows / max(train_rows, 1)
+def expected_refit_seconds(one_fit: float, folds: int, train_rows: int, rows: int) -> float:
+    """A refit's likely cost from the trial's measured `one_fit` (one model's fit up to the
+    counts early stopping kept), scaled by the rows (about linear for trees)."""
+    fit_rows = train_rows * (folds - 1) // folds if folds else train_rows
+    return one_fit * rows / max(fit_rows, 1)
 
 
 def refit_members(
@@ -170,8 +169,10 @@ def refit_members(
     train_rows = info["rows"].get("train_cross_fitted") or info["rows"]["fit"]
     records = {r.number: r for r in load_trials(run)}
     for number in todo:
-        fit_seconds = records[number].fit_seconds or 0.0
-        expected = expected_refit_seconds(fit_seconds, folds, train_rows, len(rows.y))
+        measured = read_json(verify(run.trial_dir(number), "result.json")).get("refit_seconds")
+        if measured is None:  # a trial from before this was measured: one model's fit time
+            measured = (records[number].fit_seconds or 0.0) / max(folds, 1)
+        expected = expected_refit_seconds(measured, folds, train_rows, len(rows.y))
         if deadline is not None and time.time() + expected > deadline:
             outcome[number] = f"skipped: about {expected:.1f} s, past the time budget"
             say(f"refit: trial {number} keeps its search-time models ({outcome[number]})")

@@ -109,6 +109,7 @@ def test_catboost_takes_categories_natively_and_stops_early() -> None:
     assert model.estimator.get_cat_feature_indices() == list(range(start, stop))
     stopped = model.stopped_at()["iterations"]
     assert 1 <= stopped < 1000 and model.estimator.tree_count_ == stopped  # the best model kept
+    assert 0 < model.kept_share() < 1  # it ran 50 rounds past the best
     refit = FAMILIES["catboost"].build(params | model.stopped_at(), ctx)
     refit.fit(np.vstack([x_fit, x_val]), np.concatenate([data.y_fit, data.y_val]), None, None)
     assert refit.estimator.tree_count_ == stopped  # no validation: the count given

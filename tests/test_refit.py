@@ -61,6 +61,8 @@ def test_refit_models_saw_every_row_with_the_counts_early_stopping_chose(
         for k in range(5)
     ]
     assert all(0 < s < 400 for s in stopped)  # early stopping did stop every fold
+    result = read_json(run.trial_dir(lgbm) / "result.json")
+    assert 0 < result["refit_seconds"] < result["fit_seconds"] / 5  # only the rounds kept
     booster = joblib.load(run.refit_dir(lgbm) / "model.joblib").estimator
     assert booster.n_estimators == round(np.mean(stopped))
     assert booster.booster_.num_trees() == round(np.mean(stopped))  # no early stop in refit

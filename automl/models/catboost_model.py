@@ -47,6 +47,12 @@ class CatBoostModel(SklearnModel):
         best = self.estimator.get_best_iteration()
         return {"iterations": int(best) + 1} if best is not None else {}
 
+    def kept_share(self) -> float:
+        best = self.estimator.get_best_iteration()
+        curves = self.estimator.get_evals_result().get("validation") or {}
+        run = max((len(values) for values in curves.values()), default=0)
+        return min(1.0, (best + 1) / run) if best is not None and run else 1.0
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         return super().predict(self._frame(x))  # type: ignore[arg-type]
 

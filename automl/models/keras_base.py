@@ -287,6 +287,11 @@ class KerasNetwork(abc.ABC):
         losses = self.history.get(self._monitor(), [])
         return {"epochs": int(np.argmin(losses)) + 1} if losses else {}
 
+    def kept_share(self) -> float:
+        """The share of the epochs run up to the best one: what a refit costs, relative."""
+        losses = self.history.get(self._monitor(), [])
+        return (int(np.argmin(losses)) + 1) / len(losses) if losses else 1.0
+
     def _encode_y(self, y: np.ndarray, fit: bool = False) -> np.ndarray:
         if self.task != "regression":
             return y.astype(np.int64)

@@ -65,6 +65,16 @@ class SklearnModel:
             return {"max_iter": int(self.estimator.n_iter_), "early_stopping": False}
         return {}
 
+    def kept_share(self) -> float:
+        """The share of the boosting rounds run that early stopping kept: what a refit with
+        `stopped_at` costs, relative to this fit."""
+        best = getattr(self.estimator, "best_iteration_", None)
+        curves = getattr(self.estimator, "evals_result_", None) or {}
+        run = max((len(v) for metric in curves.values() for v in metric.values()), default=0)
+        if self.uses_validation and best and run:
+            return min(1.0, best / run)
+        return 1.0
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         if self.task == "regression":
             return np.asarray(self.estimator.predict(x), dtype=float)

@@ -2,10 +2,11 @@
 
 `--time-budget` is the whole job's: search, ensembles, the refit of the chosen members on every
 row, and predicting. The search cannot know which members will be chosen, so it reserves for
-the likely pool, the best `POOL` trials (what stacking, the widest recipe, combines), from
-their measured fit and predict times. The reserve grows as better and slower trials finish,
-and the search stops starting trials once what is left would not cover the next trial plus
-the reserve.
+the likely ones, the best `REFIT_MEMBERS` trials: one refit each (measured: a model's fit time
+up to the count its early stopping kept, scaled to every row) and their predictions, plus
+building the ensembles over the best `POOL`. The reserve grows as better and slower trials
+finish, and the search stops starting trials once what is left would not cover the next
+trial plus the reserve.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 POOL = 20  # the ensembles' default pool (`automl ensemble --top-k`)
+# Members refit, as reserved for: a weighted ensemble's usual size. Stacking combines the whole
+# pool; in one process (estimators, benchmark) the refit then skips the members whose time
+# would pass the budget, and they keep their search-time models.
+REFIT_MEMBERS = 5
 # Measured on this project's 2-core machine: `import tensorflow` takes ~7 s, paid once more
 # by a process that refits or predicts with a network member.
 TF_IMPORT_SECONDS = 8.0
@@ -32,6 +37,9 @@ class Measured:
     fit_seconds: float  # summed over folds under cross-fitting
     predict_seconds: float
     uses_keras: bool
+    # One refit's cost on a model's rows: the fit time up to the counts early stopping kept
+    # (None: not measured; the fit time of one model stands in).
+    refit_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -51,9 +59,12 @@ def after_search_seconds(
 ) -> float:
     """Seconds to keep for ensembles, the refit of the likely members, and predicting."""
     members = pool(done, greater_is_better)
+    likely = members[:REFIT_MEMBERS]
     per_model = max(rows.folds, 1)
-    refit = sum(m.fit_seconds / per_model for m in members) * rows.refit / max(rows.fit, 1)
-    predict = sum(m.predict_seconds / per_model for m in members)
-    networks = TF_IMPORT_SECONDS if any(m.uses_keras for m in members) else 0.0
+    one_fit = [m.fit_seconds / per_model if m.refit_seconds is None else m.refit_seconds
+               for m in likely]  # fmt: skip
+    refit = sum(one_fit) * rows.refit / max(rows.fit, 1)
+    predict = sum(m.predict_seconds / per_model for m in likely)
+    networks = TF_IMPORT_SECONDS if any(m.uses_keras for m in likely) else 0.0
     ensembles = ENSEMBLE_SECONDS + ENSEMBLE_SECONDS_PER_ROW_MEMBER * rows.train * len(members)
     return refit + predict + networks + ensembles + MARGIN_SHARE * budget

@@ -153,11 +153,13 @@ class StudyDriver:
     @staticmethod
     def _measured(value: float, attrs: dict[str, Any], family: str) -> Measured:
         known = FAMILIES.get(family)
+        refit = attrs.get("refit_seconds")
         return Measured(
             float(value),
             float(attrs.get("fit_seconds") or 0.0),
             float(attrs.get("predict_seconds") or 0.0),
             bool(known and known.uses_keras),
+            float(refit) if refit is not None else None,
         )
 
     def _rows(self) -> Rows:
@@ -274,6 +276,7 @@ class StudyDriver:
             "test_score": result.test_score,
             "fit_seconds": result.fit_seconds,
             "predict_seconds": result.predict_seconds,
+            "refit_seconds": result.refit_seconds,
             "extra_scores": result.extra_scores,
             "artifacts": result.files,
         }

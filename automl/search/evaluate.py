@@ -103,6 +103,8 @@ class TrialResult:
     extra_scores: dict[str, float]
     n_params: int | None = None  # trainable and other weights of a network
     files: list[str] = field(default_factory=list)  # the trial folder's files, for dashboards
+    # What one refit of it would take on the rows one of its models saw (`search.budget`).
+    refit_seconds: float | None = None
 
 
 @dataclass
@@ -119,6 +121,12 @@ class Fitted:
     others: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     # Per fitted model, the iteration/epoch counts its early stopping chose (for the refit).
     stopped_at: list[dict[str, Any]] = field(default_factory=list)
+    refit_seconds: float | None = None  # one model's fit up to those counts: the refit's cost
+
+
+def _kept_share(model: Any) -> float:
+    share = getattr(model, "kept_share", None)
+    return float(share()) if callable(share) else 1.0
 
 
 def _stopped_at(model: Any) -> dict[str, Any]:
@@ -191,6 +199,7 @@ def _fit_once(
         _n_params(model),
         others,
         [_stopped_at(model)],
+        fit_seconds * _kept_share(model),
     )
 
 
@@ -211,6 +220,7 @@ def _cross_fit(
     fit_seconds = predict_seconds = 0.0
     files: list[str] = []
     stopped: list[dict[str, Any]] = []
+    refit_seconds = 0.0
     for k, (train_rows, held_rows) in enumerate(ctx.folds()):
         if k and ctx.deadline is not None and time.time() >= ctx.deadline:
             raise TrialFailed(f"the time budget ran out after {k} of {ctx.cv} folds")
@@ -227,7 +237,9 @@ def _cross_fit(
             y[held_rows],
             deadline=ctx.deadline,
         )
-        fit_seconds += time.perf_counter() - start
+        fold_seconds = time.perf_counter() - start
+        fit_seconds += fold_seconds
+        refit_seconds += fold_seconds * _kept_share(model) / ctx.cv
         start = time.perf_counter()
         held_pred = model.predict(x_train[held_rows])
         test_pred = predict_test(model, x_test, build_ctx)
@@ -243,7 +255,15 @@ def _cross_fit(
         stopped.append(_stopped_at(model))
     assert oof is not None and test_sum is not None
     return Fitted(
-        oof, test_sum / ctx.cv, files, fit_seconds, predict_seconds, n_params, [], stopped
+        oof,
+        test_sum / ctx.cv,
+        files,
+        fit_seconds,
+        predict_seconds,
+        n_params,
+        [],
+        stopped,
+        refit_seconds,
     )
 
 
@@ -322,6 +342,7 @@ def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResul
         extra,
         fitted.n_params,
         [*names, "result.json"],
+        fitted.refit_seconds,
     )
     write_json_atomic(trial_dir / "result.json", result.__dict__ | {"metric": ctx.metric.name})
     write_manifest(trial_dir, [*names, "result.json"])
