@@ -158,6 +158,7 @@ def _search(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from automl.data import BUILTIN_PREFIX, BUILTIN_TARGET
     from automl.report import format_table, leaderboard_rows
     from automl.run import RunDir
+    from automl.search.config import SearchConfig
     from automl.search.loop import run_search
 
     targets = args.target or []
@@ -173,7 +174,12 @@ def _search(args: argparse.Namespace, argv: Sequence[str]) -> int:
     others = [t for t in targets if t != target]
     if args.resume and not RunDir(args.out).exists():
         raise UserInputError(f"--resume: {args.out} holds no search to resume (no run.json)")
-    summary = run_search(
+    if args.max_failures_in_a_row < 0:
+        raise UserInputError(
+            "--max-failures-in-a-row must be 0 (never stop) or a positive whole number; "
+            f"got {args.max_failures_in_a_row}"
+        )
+    config = SearchConfig(
         data=args.data,
         target=target,
         out=args.out,
@@ -203,8 +209,8 @@ def _search(args: argparse.Namespace, argv: Sequence[str]) -> int:
         else None,
         other_targets=others or None,
         max_failures_in_a_row=args.max_failures_in_a_row or None,
-        argv=["automl", *argv],
     )
+    summary = run_search(config, argv=["automl", *argv])
     print(format_table(leaderboard_rows(RunDir(summary.run_dir, storage_url=args.storage))))
     print(f"run directory: {summary.run_dir}")
     if summary.stop_reason == "failures":
@@ -297,6 +303,25 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# The library's settings (`SearchConfig` fields and the like) that a flag of another name sets.
+FLAGS = {"spaces": "--space", "other_targets": "--target"}
+
+
+def flag_names(exc: UserInputError) -> str:
+    """The error's message with each setting it names written as the flag that sets it."""
+    import re
+    from dataclasses import fields
+
+    from automl.search.config import SearchConfig
+
+    message = str(exc)
+    known = {f.name for f in fields(SearchConfig)}
+    for setting in (s for s in exc.settings if s in known):
+        flag = FLAGS.get(setting, "--" + setting.replace("_", "-"))
+        message = re.sub(rf"(?<![\w-]){re.escape(setting)}(?![\w-])", flag, message)
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
@@ -309,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command]()
     except UserInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {flag_names(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except SearchStopped as exc:
         print(f"error: {exc}", file=sys.stderr)

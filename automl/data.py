@@ -390,7 +390,8 @@ def infer_schema(
         unknown = [c for c in text_columns if c not in features.columns]
         if unknown:
             raise UserInputError(
-                f"--text-columns: {source} has no column(s) {', '.join(map(repr, unknown))}"
+                f"text_columns: {source} has no column(s) {', '.join(map(repr, unknown))}",
+                settings=("text_columns",),
             )
     numeric: list[str] = []
     categorical: list[str] = []
@@ -515,7 +516,9 @@ def _label(value: Any) -> Any:
 
 def make_target(y: pd.Series, task: str | None, source: str, column: str) -> Target:
     if task is not None and task not in TASKS:
-        raise UserInputError(f"--task must be one of {', '.join(TASKS)}; got {task!r}")
+        raise UserInputError(
+            f"task must be one of {', '.join(TASKS)}; got {task!r}", settings=("task",)
+        )
     task = task or infer_task(y)
     if task == "regression":
         if not pd.api.types.is_numeric_dtype(y):
@@ -534,7 +537,8 @@ def make_target(y: pd.Series, task: str | None, source: str, column: str) -> Tar
         )
     if task == "binary" and len(classes) != 2:
         raise UserInputError(
-            f"{source}: target {column!r} has {len(classes)} classes; --task binary needs exactly 2"
+            f"{source}: target {column!r} has {len(classes)} classes; task binary needs exactly 2",
+            settings=("task",),
         )
     return Target(task=task, classes=classes)
 
@@ -610,14 +614,19 @@ def load_dataset(
     others = list(other_targets or [])
     if others:
         if test_data is not None:
-            raise UserInputError("--test-data: not supported with several --target columns yet")
+            raise UserInputError(
+                "test_data: not supported with several targets yet", settings=("test_data",)
+            )
         duplicated = sorted({t for t in [target, *others] if [target, *others].count(t) > 1})
         if duplicated:
-            raise UserInputError(f"--target: {', '.join(map(repr, duplicated))} given twice")
+            raise UserInputError(
+                f"target: {', '.join(map(repr, duplicated))} given twice", settings=("target",)
+            )
 
     if not 0 <= test_size < 1:
         raise UserInputError(
-            f"--test-size must be from 0 (no test part) to below 1; got {test_size}"
+            f"test_size must be from 0 (no test part) to below 1; got {test_size}",
+            settings=("test_size",),
         )
     frame = read_data(data)
     data = source_name(data)  # from here on, the name messages use

@@ -17,15 +17,18 @@ import errno
 
 
 class UserInputError(Exception):
-    """Bad input from the user: a clear one-line message, exit code 2."""
+    """Bad input from the user: a clear one-line message, exit code 2.
+
+    `settings` names the library's parameters the message speaks of (`SearchConfig` fields,
+    as they appear in it), so the CLI can print its flags in their place."""
+
+    def __init__(self, message: str, settings: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.settings = settings
 
 
 class TrialFailed(Exception):
     """One trial failed; the search records it and continues."""
-
-
-class RemoteTrialFailed(TrialFailed):
-    """A trial that failed in a worker process; its message is already "Type: message"."""
 
 
 class TrialPruned(Exception):
@@ -76,6 +79,4 @@ def one_line(exc: BaseException) -> str:
     line (some, like multiprocessing's bootstrapping RuntimeError, start with a newline)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     first = lines[0] if lines else ""
-    if isinstance(exc, RemoteTrialFailed) and first:  # already the worker's "Type: message"
-        return first[:500]
     return f"{type(exc).__name__}: {first}".strip()[:500]

@@ -67,14 +67,17 @@ def check_can_write(path: Path, label: str) -> None:
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise UserInputError(f"{label} {path}: cannot be created; {ancestor} is a file")
+        raise UserInputError(
+            f"{label} {path}: cannot be created; {ancestor} is a file", settings=(label,)
+        )
     try:
         fd, probe = tempfile.mkstemp(dir=ancestor, prefix=".automl-probe-")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
         raise UserInputError(
-            f"{label} {path}: cannot write in {ancestor} ({exc.strerror or type(exc).__name__})"
+            f"{label} {path}: cannot write in {ancestor} ({exc.strerror or type(exc).__name__})",
+            settings=(label,),
         ) from None
 
 

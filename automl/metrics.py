@@ -183,11 +183,14 @@ EXTRA_METRICS = {"binary": ("accuracy",), "multiclass": ("accuracy",), "regressi
 def get_metric(name: str | None, task: str) -> Metric:
     name = name or DEFAULT_METRIC[task]
     if name not in METRICS:
-        raise UserInputError(f"--metric must be one of {', '.join(METRICS)}; got {name!r}")
+        raise UserInputError(
+            f"metric must be one of {', '.join(METRICS)}; got {name!r}", settings=("metric",)
+        )
     metric = METRICS[name]
     if task not in metric.tasks:
         raise UserInputError(
-            f"--metric {name} does not apply to a {task} task; "
-            f"use one of {', '.join(n for n, m in METRICS.items() if task in m.tasks)}"
+            f"metric {name} does not apply to a {task} task; "
+            f"use one of {', '.join(n for n, m in METRICS.items() if task in m.tasks)}",
+            settings=("metric",),
         )
     return metric

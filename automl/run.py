@@ -109,15 +109,18 @@ class RunDir:
             if password is None:
                 raise UserInputError(
                     f"{self.run_file}: the storage URL's password is not stored; "
-                    "set AUTOML_STORAGE_PASSWORD or pass --storage"
+                    "set AUTOML_STORAGE_PASSWORD or give the storage URL",
+                    settings=("storage",),
                 )
             url = url.replace("***@", f"{password}@", 1)
         return url
 
     def check_out_path(self) -> None:
         if self.path.exists() and not self.path.is_dir():
-            raise UserInputError(f"--out {self.path}: is a file; expected a directory for the run")
-        check_can_write(self.path, "--out")
+            raise UserInputError(
+                f"out {self.path}: is a file; expected a directory for the run", settings=("out",)
+            )
+        check_can_write(self.path, "out")
 
 
 @dataclass
@@ -217,7 +220,8 @@ class RunLock:
             self.handle.close()
             raise UserInputError(
                 f"{self.path.parent}: another `automl search` is running on this run directory; "
-                "wait for it or use another --out"
+                "wait for it or use another out",
+                settings=("out",),
             ) from None
         self.handle.seek(0)
         self.handle.truncate()

@@ -366,7 +366,7 @@ MORE_BAD_INPUT = [
             "--cv",
             "3",
         ],  # fmt: skip
-        r"--cv: not supported with several --target columns yet",
+        r"--cv: not supported with several targets yet",
     ),
     (
         "unknown pruner",
@@ -479,3 +479,22 @@ def test_fashion_mnist_npz_searches_on_flattened_pixels(tmp_path: Path, cli: Cli
     predicted = pd.read_csv(tmp_path / "p.csv")
     assert len(predicted) == 50
     assert (predicted.prediction.to_numpy() == y[:50]).mean() > 0.6
+
+
+def test_the_library_names_its_settings_and_the_cli_its_flags() -> None:
+    """`SearchConfig` checks every setting when made and names the field; the CLI prints the
+    same message with the flags that set those fields."""
+    from automl.cli import flag_names
+    from automl.errors import UserInputError
+    from automl.search.config import SearchConfig
+
+    with pytest.raises(UserInputError, match=r"^time_budget must be a positive number") as bad:
+        SearchConfig(data="builtin:iris", target="target", out="x", time_budget=-1)
+    assert bad.value.settings == ("time_budget",)
+    assert flag_names(bad.value) == "--time-budget must be a positive number of seconds; got -1"
+    with pytest.raises(UserInputError) as local:
+        SearchConfig(data="builtin:iris", target="target", out="x", workers=2, ray_address="a")
+    assert str(local.value) == "workers, ray_address: needs executor ray"
+    assert flag_names(local.value) == "--workers, --ray-address: needs --executor ray"
+    config = SearchConfig(data="builtin:iris", target="target", out="x", backend="keras-tuner")
+    assert (config.sampler, config.trials) == ("bayesian", 50)  # the backend's model-based one

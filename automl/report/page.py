@@ -244,7 +244,7 @@ def _scores_measured_on(run: RunDir, info: dict) -> str:
         else "validation: the holdout part of the training rows"
     )
     if not info.get("rows", {}).get("test"):
-        test = "test: none (--test-size 0)"
+        test = "test: none (test_size 0)"
     elif info.get("test_data"):
         test = f"test: the rows of {info['test_data']}, which no model saw"
     else:

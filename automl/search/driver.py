@@ -12,13 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from automl.errors import stopped_by
 from automl.models import FAMILIES
 from automl.run import RunDir
 from automl.search.attrs import set_user_attrs
 from automl.search.budget import Measured, Rows, after_search_seconds
 from automl.search.evaluate import TrialContext, TrialResult
-from automl.search.hyperopt_adapter import enqueue_proposal
+from automl.search.outcome import TrialOutcome
 from automl.search.progress import Progress, status_line
+from automl.search.proposers import BACKENDS
 from automl.space import EPOCHS_ATTR, EPOCHS_KEY, SearchSpace
 
 SPENT_ATTR = "spent_seconds"
@@ -88,24 +90,9 @@ class StudyDriver:
             for flat in space.defaults(networks_last=categories):
                 study.enqueue_trial(flat)
         recover_interrupted(study, say)
-        self.proposer = None
-        self.oracle = None
-        if backend == "hyperopt":
-            from automl.search.hyperopt_adapter import HyperoptProposer
-
-            self.proposer = HyperoptProposer(
-                space, sampler, ctx.seed, minimize=not ctx.metric.greater_is_better
-            )
-        elif backend == "keras-tuner":
-            from automl.search.keras_tuner_adapter import KerasTunerProposer
-
-            self.oracle = KerasTunerProposer(
-                space,
-                sampler,
-                ctx.seed,
-                minimize=not ctx.metric.greater_is_better,
-                directory=run.path / "keras_tuner",
-            )
+        make = BACKENDS[backend].make
+        minimize = not ctx.metric.greater_is_better
+        self.proposer = make(space, sampler, ctx.seed, minimize, run.path) if make else None
         self.spent_before = float(study.user_attrs.get(SPENT_ATTR, 0.0))
         self.session_start = started
         if time_budget is not None:
@@ -238,16 +225,13 @@ class StudyDriver:
         from optuna.trial import TrialState
 
         study = self.study
-        proposing = self.proposer is not None or self.oracle is not None
-        waiting = proposing and study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        if self.proposer is not None and not waiting:
-            enqueue_proposal(study, self.proposer)
-        elif self.oracle is not None and not waiting:
-            proposal, attrs = self.oracle.propose()
-            study.enqueue_trial(proposal, user_attrs=attrs)
+        if self.proposer is not None and not study.get_trials(
+            deepcopy=False, states=(TrialState.WAITING,)
+        ):
+            self.proposer.enqueue(study)
         trial = study.ask()
         flat = self.space.suggest(trial)
-        if EPOCHS_ATTR in trial.user_attrs:  # the oracle's epoch budget (Hyperband's rungs)
+        if EPOCHS_ATTR in trial.user_attrs:  # a proposer's epoch budget (Hyperband's rungs)
             flat[EPOCHS_KEY] = trial.user_attrs[EPOCHS_ATTR]
         set_user_attrs(
             study,
@@ -269,6 +253,19 @@ class StudyDriver:
             self.durations.append(time.time() - started)
         self.study.set_user_attr(SPENT_ATTR, self.spent())
 
+    def record(self, trial: Any, flat: dict[str, Any], outcome: TrialOutcome, **attrs: Any) -> None:
+        """Write how a trial ended into the study. A `fatal` outcome (the storage or disk
+        failed under the trial) stops the search with its one line instead."""
+        if outcome.status == "complete":
+            assert outcome.result is not None
+            self.succeeded(trial, flat, outcome.result, **attrs)
+        elif outcome.status == "pruned":
+            self.pruned_at(trial, flat, outcome.step, outcome.value)
+        elif outcome.status == "fatal":
+            raise stopped_by(outcome.error)
+        else:
+            self.failed_with(trial, flat, outcome.error, **attrs)
+
     def succeeded(
         self, trial: Any, flat: dict[str, Any], result: TrialResult, **attrs: Any
     ) -> None:
@@ -284,7 +281,7 @@ class StudyDriver:
             recorded["n_params"] = result.n_params
         set_user_attrs(self.study, trial._trial_id, recorded | attrs)
         self.study.tell(trial, result.val_score)
-        self._tell_oracle(trial, result.val_score)
+        self._tell_proposer(trial, result.val_score)
         self.measured.append(self._measured(result.val_score, recorded, flat["family"]))
         if self.best_value is None or self.metric.better(result.val_score, self.best_value):
             self.best_value = result.val_score
@@ -302,7 +299,7 @@ class StudyDriver:
 
         set_user_attrs(self.study, trial._trial_id, {"error": message} | attrs)
         self.study.tell(trial, state=TrialState.FAIL)
-        self._tell_oracle(trial, None)
+        self._tell_proposer(trial, None)
         self.finished += 1
         self.failed += 1
         self.failed_in_a_row += 1
@@ -316,15 +313,15 @@ class StudyDriver:
         if value is not None:
             trial.report(value, step)
         self.study.tell(trial, state=TrialState.PRUNED)
-        self._tell_oracle(trial, None)
+        self._tell_proposer(trial, None)
         self.pruned += 1
         self.failed_in_a_row = 0
         self._done(trial)
         self.say(f"{self.label(trial, flat)} pruned after epoch {step}")
 
-    def _tell_oracle(self, trial: Any, value: float | None) -> None:
-        if self.oracle is not None:
-            self.oracle.tell(trial.user_attrs, value)
+    def _tell_proposer(self, trial: Any, value: float | None) -> None:
+        if self.proposer is not None:
+            self.proposer.tell(trial.user_attrs, value)
 
     def interrupted(self, trial: Any, flat: dict[str, Any]) -> None:
         """The search was stopped during this trial: it will run again on resume."""
@@ -336,7 +333,7 @@ class StudyDriver:
         self._done(trial)
         self.say(
             f"{self.label(trial, flat)} interrupted; run the same command again "
-            "(or --resume) to continue"
+            "(or resume it) to continue"
         )
 
     def _tail(self) -> str:

@@ -107,6 +107,12 @@ class HyperoptProposer:
         self.algo = partial(tpe.suggest, n_startup_jobs=10) if algorithm == "tpe" else rand.suggest
         self.domain = Domain(lambda config: 0.0, to_hyperopt(space))
 
+    def enqueue(self, study: Any) -> None:
+        enqueue_proposal(study, self)
+
+    def tell(self, attrs: dict[str, Any], value: float | None) -> None:
+        """Nothing to do: each proposal reads the whole history from the study."""
+
     def propose(
         self,
         finished: list[tuple[dict[str, Any], float | None]],

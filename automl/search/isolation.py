@@ -14,8 +14,9 @@ import multiprocessing
 import signal
 from typing import Any
 
-from automl.errors import RemoteTrialFailed, TrialFailed, one_line
-from automl.search.evaluate import TrialContext, TrialResult, evaluate
+from automl.errors import one_line
+from automl.search.evaluate import TrialContext, evaluate
+from automl.search.outcome import TrialOutcome, failed, outcome_of
 
 _CONTEXT: Any = None
 
@@ -30,17 +31,17 @@ def _context() -> Any:
 
 def _child(number: int, flat: dict[str, Any], ctx: TrialContext, conn: Any) -> None:
     try:
-        conn.send(("ok", evaluate(number, flat, ctx)))
-    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent as text
-        conn.send(("error", one_line(exc)))
+        conn.send(outcome_of(evaluate, number, flat, ctx))
+    except BaseException as exc:  # noqa: BLE001 - an interrupt too goes back as an outcome
+        conn.send(failed(one_line(exc)))
     finally:
         conn.close()
 
 
 def evaluate_isolated(
     number: int, flat: dict[str, Any], ctx: TrialContext, timeout: float | None
-) -> TrialResult:
-    """`evaluate` in a child process; a timeout or a dead child raises `TrialFailed`."""
+) -> TrialOutcome:
+    """`evaluate` in a child process; a timeout or a dead child is a failed outcome."""
     mp = _context()
     receiver, sender = mp.Pipe(duplex=False)
     process = mp.Process(target=_child, args=(number, flat, ctx, sender), daemon=True)
@@ -50,20 +51,20 @@ def evaluate_isolated(
         if not receiver.poll(timeout):
             process.kill()
             process.join()
-            raise TrialFailed(f"exceeded --trial-timeout of {timeout:g}s and was stopped")
+            return failed(
+                f"TrialFailed: exceeded the trial timeout of {timeout:g}s and was stopped"
+            )
         try:
-            kind, payload = receiver.recv()
+            outcome: TrialOutcome = receiver.recv()
         except EOFError:
             process.join()
-            raise TrialFailed(_death(process.exitcode)) from None
+            return failed(f"TrialFailed: {_death(process.exitcode)}")
     finally:
         receiver.close()
         if process.is_alive():
             process.kill()
         process.join()
-    if kind == "error":
-        raise RemoteTrialFailed(payload)
-    return payload
+    return outcome
 
 
 def _death(exitcode: int | None) -> str:
@@ -91,10 +92,8 @@ def _worker_init(ctx: TrialContext) -> None:
 
 def _worker_trial(
     number: int, flat: dict[str, Any], pruning: dict[str, Any] | None, deadline: float | None
-) -> Any:
+) -> TrialOutcome:
     """Runs in the worker: evaluate, reporting each epoch to the study's pruner if asked."""
-    from automl.errors import TrialPruned
-
     ctx = _WORKER_CTX
     assert ctx is not None
     ctx.on_epoch = None
@@ -111,12 +110,7 @@ def _worker_trial(
             pruner=make_pruner(pruning["pruner"]),
         )
         ctx.on_epoch = pruning_reporter(optuna.trial.Trial(study, pruning["trial_id"]), ctx)
-    try:
-        return ("ok", evaluate(number, flat, ctx))
-    except TrialPruned as exc:
-        return ("pruned", exc.step)
-    except Exception as exc:  # noqa: BLE001 - a failure goes back to the parent as text
-        return ("error", one_line(exc))
+    return outcome_of(evaluate, number, flat, ctx)
 
 
 class KerasWorker:
@@ -143,26 +137,19 @@ class KerasWorker:
 
     def evaluate(
         self, number: int, flat: dict[str, Any], pruning: dict[str, Any] | None
-    ) -> TrialResult:
-        """`evaluate` in the worker; raises `TrialPruned` or `TrialFailed` as the trial ended."""
+    ) -> TrialOutcome:
+        """`evaluate` in the worker; a worker that died is a failed outcome."""
         from concurrent.futures.process import BrokenProcessPool
 
-        from automl.errors import RemoteTrialFailed, TrialPruned
-
         try:
-            kind, payload = (
+            return (
                 self._pool()
                 .submit(_worker_trial, number, flat, pruning, self.ctx.deadline)
                 .result()
             )
         except BrokenProcessPool:
             self.close()
-            raise TrialFailed("the Keras worker process died (killed: out of memory?)") from None
-        if kind == "pruned":
-            raise TrialPruned(payload)
-        if kind == "error":
-            raise RemoteTrialFailed(payload)
-        return payload
+            return failed("TrialFailed: the Keras worker process died (killed: out of memory?)")
 
     def close(self) -> None:
         if self.pool is not None:

@@ -125,6 +125,10 @@ class KerasTunerProposer:
             self.oracle.ongoing_trials.clear()
         self.hyperband = algorithm == "hyperband"
 
+    def enqueue(self, study: Any) -> None:
+        proposal, attrs = self.propose()
+        study.enqueue_trial(proposal, user_attrs=attrs)
+
     def propose(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The next flat configuration, and the trial attributes that tie it to the oracle."""
         trial = self.oracle.create_trial("automl")

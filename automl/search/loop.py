@@ -23,29 +23,22 @@ from typing import Any, Literal
 
 import numpy as np
 
-from automl.data import DataSource, Schema, data_fingerprint, load_dataset, source_name
+from automl.data import Schema, data_fingerprint, load_dataset, source_name
 from automl.ensemble.build import save_targets
-from automl.errors import TrialPruned, UserInputError, is_fatal, one_line, stopped_by
+from automl.errors import UserInputError, is_fatal, one_line, stopped_by
 from automl.io import write_json_atomic
 from automl.metrics import get_metric
 from automl.models import FAMILIES
 from automl.resources import space_path
 from automl.run import STUDY_NAME, RunDir, RunLock, mask_url, searching_storage
+from automl.search.config import SearchConfig
 from automl.search.driver import SearchSettings, StudyDriver
 from automl.search.evaluate import TrialContext, evaluate
 from automl.search.isolation import KerasWorker, evaluate_isolated
+from automl.search.outcome import outcome_of
 from automl.search.progress import Progress
-from automl.search.pruning import PRUNERS, make_pruner
+from automl.search.pruning import make_pruner
 from automl.space import SearchSpace
-
-BACKENDS = ("optuna", "hyperopt", "keras-tuner")
-SAMPLERS = {  # by backend
-    "optuna": ("tpe", "random"),
-    "hyperopt": ("tpe", "random"),
-    "keras-tuner": ("random", "bayesian", "hyperband"),
-}
-DEFAULT_TRIALS = 50
-DEFAULT_MAX_FAILURES_IN_A_ROW = 20
 
 
 @dataclass
@@ -57,84 +50,6 @@ class SearchSummary:
     best_trial: int | None
     wall_seconds: float
     stop_reason: str | None = None  # trials | budget | failures
-
-
-def _check_args(
-    sampler: str,
-    backend: str,
-    trials: int | None,
-    time_budget: float | None,
-    trial_timeout: float | None = None,
-    cv: int | str = "auto",
-) -> None:
-    valid = cv == "auto" or (isinstance(cv, int) and (cv == 0 or 2 <= cv <= 20))
-    if isinstance(cv, bool) or not valid:
-        raise UserInputError(
-            f"--cv must be auto, 0 (one holdout split) or a number of folds from 2 to 20; "
-            f"got {cv!r}"
-        )
-    if backend not in BACKENDS:
-        raise UserInputError(f"--backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-    if sampler not in SAMPLERS[backend]:
-        raise UserInputError(
-            f"--sampler must be one of {', '.join(SAMPLERS[backend])} with --backend {backend}; "
-            f"got {sampler!r}"
-        )
-    if trials is not None and trials < 1:
-        raise UserInputError(f"--trials must be a positive whole number; got {trials}")
-    if time_budget is not None and time_budget <= 0:
-        raise UserInputError(
-            f"--time-budget must be a positive number of seconds; got {time_budget}"
-        )
-    if trial_timeout is not None and trial_timeout <= 0:
-        raise UserInputError(
-            f"--trial-timeout must be a positive number of seconds; got {trial_timeout}"
-        )
-
-
-EXECUTORS = ("local", "ray")
-
-
-def _check_executor(
-    executor: str,
-    workers: int,
-    cpus_per_trial: int,
-    gpus_per_trial: float,
-    ray_address: str | None,
-    scheduler: str,
-    trial_timeout: float | None,
-) -> None:
-    from automl.search.ray_executor import SCHEDULERS
-
-    if executor not in EXECUTORS:
-        raise UserInputError(f"--executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
-    if workers < 1:
-        raise UserInputError(f"--workers must be a positive whole number; got {workers}")
-    if cpus_per_trial < 1:
-        raise UserInputError(
-            f"--cpus-per-trial must be a positive whole number; got {cpus_per_trial}"
-        )
-    if gpus_per_trial < 0:
-        raise UserInputError(f"--gpus-per-trial must be 0 or more; got {gpus_per_trial}")
-    if scheduler not in SCHEDULERS:
-        raise UserInputError(
-            f"--scheduler must be one of {', '.join(SCHEDULERS)}; got {scheduler!r}"
-        )
-    if executor == "local":
-        ray_only = {
-            "--workers": workers != 1,
-            "--ray-address": ray_address is not None,
-            "--scheduler": scheduler != "fifo",
-            "--gpus-per-trial": gpus_per_trial != 0,
-        }
-        given = [flag for flag, set_ in ray_only.items() if set_]
-        if given:
-            raise UserInputError(f"{', '.join(given)}: needs --executor ray")
-    elif trial_timeout is not None:
-        raise UserInputError(
-            "--trial-timeout is for the local executor; Ray runs each trial in "
-            "its own worker already"
-        )
 
 
 def make_sampler(sampler: str, backend: str, seed: int) -> Any:
@@ -171,7 +86,8 @@ def _open_study(
     except Exception as exc:  # noqa: BLE001
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserInputError(
-            f"--storage {mask_url(storage)}: cannot open the study ({first})"
+            f"storage {mask_url(storage)}: cannot open the study ({first})",
+            settings=("storage",),
         ) from None
 
 
@@ -242,74 +158,37 @@ def choose_cv(schema: Schema, y_train: Any, task: str, several_targets: bool) ->
 
 
 def run_search(
+    config: SearchConfig | None = None,
+    /,
     *,
-    data: DataSource,
-    target: str,
-    out: str | Path,
-    spaces: Sequence[str | Path] | None = None,
-    sampler: str | None = None,
-    backend: str = "optuna",
-    trials: int | None = None,
-    time_budget: float | None = None,
-    seed: int = 0,
-    test_size: float = 0.2,
-    test_data: DataSource | None = None,
-    storage: str | None = None,
-    task: str | None = None,
-    metric: str | None = None,
-    threads: int | None = None,
-    trial_timeout: float | None = None,
-    cv: int | str = "auto",
-    executor: str = "local",
-    workers: int = 1,
-    cpus_per_trial: int = 1,
-    gpus_per_trial: float = 0.0,
-    ray_address: str | None = None,
-    scheduler: str = "fifo",
-    pruner: str = "median",
-    text_columns: list[str] | None = None,
-    other_targets: list[str] | None = None,
-    max_failures_in_a_row: int | None = DEFAULT_MAX_FAILURES_IN_A_ROW,
     progress: Callable[[str], None] | None = None,
     argv: Sequence[str] | None = None,
+    **options: Any,
 ) -> SearchSummary:
-    """Search `spaces` on `data` (a file, `builtin:NAME` or a DataFrame) for the `target`
-    column, and record every trial in the run directory `out`; re-running resumes.
+    """Run the search `config` describes (or a `SearchConfig(**options)`): record every trial
+    in the run directory `config.out`; running it again resumes.
 
-    With no `spaces`, the data choose a bundled one (`default_space`). Stops after `trials`
-    finished trials or `time_budget` seconds, whichever comes first (50 trials when neither
-    is given), or after `max_failures_in_a_row` failed trials in a row (None: never).
-    Raises `UserInputError` for bad input, before anything is written, and `SearchStopped`
-    when the study's database or the disk fails (finished trials stay recorded)."""
+    `progress` receives each line of the log (default: the terminal, with a live status
+    line); `argv` is recorded in run.json. Raises `UserInputError` for bad input, before
+    anything is written, and `SearchStopped` when the study's database or the disk fails
+    (finished trials stay recorded)."""
     started = time.time()
+    c = config if config is not None else SearchConfig(**options)
     live = Progress() if progress is None else None
     say = progress or live.say  # type: ignore[union-attr]
-    if sampler is None:  # each backend's model-based searcher
-        sampler = "bayesian" if backend == "keras-tuner" else "tpe"
-    _check_args(sampler, backend, trials, time_budget, trial_timeout, cv)
-    if other_targets and cv not in ("auto", 0):
-        raise UserInputError("--cv: not supported with several --target columns yet")
-    if max_failures_in_a_row is not None and max_failures_in_a_row < 1:
-        raise UserInputError(
-            "--max-failures-in-a-row must be a positive whole number (0 on the command line: "
-            f"never stop); got {max_failures_in_a_row}"
-        )
-    if pruner not in PRUNERS:
-        raise UserInputError(f"--pruner must be one of {', '.join(PRUNERS)}; got {pruner!r}")
-    _check_executor(executor, workers, cpus_per_trial, gpus_per_trial, ray_address, scheduler,
-                    trial_timeout)  # fmt: skip
-    if trials is None and time_budget is None:
-        trials = DEFAULT_TRIALS
+    data, target, out, spaces, seed = c.data, c.target, c.out, c.spaces, c.seed
+    test_data, test_size, other_targets, cv = c.test_data, c.test_size, c.other_targets, c.cv
+    sampler, backend, storage = c.chosen_sampler, c.backend, c.storage
     run = RunDir(out)
     run.check_out_path()
     dataset = load_dataset(
         data,
         target,
-        task=task,
+        task=c.task,
         test_data=test_data,
         test_size=test_size,
         seed=seed,
-        text_columns=text_columns,
+        text_columns=c.text_columns,
         other_targets=other_targets,
     )
     space_choice = "given"
@@ -323,7 +202,7 @@ def run_search(
     space = SearchSpace.from_files(space_files)
     data_name = source_name(data)
     check_families_fit_data(space, dataset.schema, data_name)
-    chosen_metric = get_metric(metric, dataset.task)
+    chosen_metric = get_metric(c.metric, dataset.task)
     storage_url = storage or run.default_storage()
     resuming = run.exists()
     cv_choice = "given"
@@ -336,7 +215,7 @@ def run_search(
         else:
             say(
                 f"validation: {f'{cv}-fold cross-fitting' if cv else 'one holdout split'} "
-                f"({why}); --cv chooses"
+                f"({why}); the cv setting chooses"
             )
     assert isinstance(cv, int)
 
@@ -364,7 +243,7 @@ def run_search(
         if changed:
             raise UserInputError(
                 f"{run.path}: holds a search with different {', '.join(changed)}; "
-                "use another --out to start a new search"
+                "use another out to start a new search"
             )
         if storage is None:
             storage_url = (
@@ -376,7 +255,10 @@ def run_search(
     try:
         with RunLock(run):
             study = _open_study(
-                storage_url, chosen_metric.direction, make_sampler(sampler, backend, seed), pruner
+                storage_url,
+                chosen_metric.direction,
+                make_sampler(sampler, backend, seed),
+                c.pruner,
             )
             ctx = TrialContext(
                 dataset=dataset,
@@ -384,7 +266,7 @@ def run_search(
                 metric=chosen_metric,
                 run=run,
                 seed=seed,
-                threads=threads or max(1, os.cpu_count() or 1),
+                threads=c.threads or max(1, os.cpu_count() or 1),
                 cv=cv,
             )
             if not resuming:
@@ -408,23 +290,24 @@ def run_search(
                 )
             settings = SearchSettings(
                 run=run, space=space, ctx=ctx, study=study, sampler=sampler, backend=backend,
-                trials=trials, time_budget=time_budget, say=say, started=started, live=live,
-                pruner=pruner, max_failures_in_a_row=max_failures_in_a_row,
+                trials=c.trials, time_budget=c.time_budget, say=say, started=started, live=live,
+                pruner=c.pruner, max_failures_in_a_row=c.max_failures_in_a_row,
             )  # fmt: skip
-            if executor == "ray":
+            if c.executor == "ray":
                 from automl.search.ray_executor import run_on_ray
 
                 try:
                     driver, reason = run_on_ray(
-                        settings, workers=workers, cpus_per_trial=cpus_per_trial,
-                        gpus_per_trial=gpus_per_trial, address=ray_address, scheduler=scheduler,
+                        settings, workers=c.workers, cpus_per_trial=c.cpus_per_trial,
+                        gpus_per_trial=c.gpus_per_trial, address=c.ray_address,
+                        scheduler=c.scheduler,
                     )  # fmt: skip
                 except Exception as exc:
                     if is_fatal(exc):
                         raise stopped_by(one_line(exc)) from exc
                     raise
                 return summarize(run, driver, reason, started)
-            return _loop(settings, trial_timeout)
+            return _loop(settings, c.trial_timeout)
     except UserInputError:
         if created and not run.exists():  # leave nothing that looks like a run behind
             shutil.rmtree(run.path, ignore_errors=True)
@@ -474,7 +357,7 @@ def _loop(settings: SearchSettings, trial_timeout: float | None) -> SearchSummar
             trial, flat = driver.ask()
             try:
                 if trial_timeout is not None:
-                    result = evaluate_isolated(trial.number, flat, ctx, trial_timeout)
+                    outcome = evaluate_isolated(trial.number, flat, ctx, trial_timeout)
                 elif worker is not None and FAMILIES[flat["family"]].uses_keras:
                     pruning = (
                         {
@@ -486,20 +369,13 @@ def _loop(settings: SearchSettings, trial_timeout: float | None) -> SearchSummar
                         if prune
                         else None
                     )
-                    result = worker.evaluate(trial.number, flat, pruning)
+                    outcome = worker.evaluate(trial.number, flat, pruning)
                 else:
-                    result = evaluate(trial.number, flat, ctx)
+                    outcome = outcome_of(evaluate, trial.number, flat, ctx)
             except KeyboardInterrupt:
                 driver.interrupted(trial, flat)
                 raise
-            except TrialPruned as exc:
-                driver.pruned_at(trial, flat, exc.step, None)
-            except Exception as exc:  # a trial's failure is that trial's...
-                if is_fatal(exc):  # ...unless the disk or the database failed under it
-                    raise
-                driver.failed_with(trial, flat, one_line(exc))
-            else:
-                driver.succeeded(trial, flat, result)
+            driver.record(trial, flat, outcome)
     except Exception as exc:
         if is_fatal(exc):
             raise stopped_by(one_line(exc)) from exc
@@ -515,12 +391,15 @@ def check_families_fit_data(space: SearchSpace, schema: Any, data: str) -> None:
     has = {"image": bool(schema.image_shape), "text": bool(schema.text)}
     what = {
         "image": "image data (an .npz with x of shape (N, H, W) or (N, H, W, C))",
-        "text": "text columns (detected, or named with --text-columns)",
+        "text": "text columns (detected, or named in text_columns)",
     }
     for name in space.family_names:
         needs = FAMILIES[name].needs
         if needs and not has[needs]:
-            raise UserInputError(f"{data}: family {name!r} needs {what[needs]}; found none")
+            raise UserInputError(
+                f"{data}: family {name!r} needs {what[needs]}; found none",
+                settings=("text_columns",) if needs == "text" else (),
+            )
 
 
 def summarize(

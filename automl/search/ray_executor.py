@@ -20,9 +20,10 @@ import math
 import os
 from typing import Any
 
-from automl.errors import UserInputError, is_fatal, one_line, stopped_by
+from automl.errors import UserInputError, stopped_by
 from automl.search.driver import SearchSettings, StudyDriver
 from automl.search.evaluate import TrialContext, TrialResult, evaluate
+from automl.search.outcome import TrialOutcome, failed, outcome_of
 
 SCHEDULERS = ("fifo", "asha")
 RETRIES = 1  # a trial whose worker dies runs once more, then counts as failed
@@ -48,13 +49,13 @@ def _trainable(config: dict[str, Any], ctx: TrialContext, cpus: int) -> None:
         tune.report({"objective": metric.error(y_val, val_pred), "epoch": epoch, "node": node})
 
     ctx.on_epoch = None if ctx.cv else on_epoch
-    try:
-        result = evaluate(config["number"], config["flat"], ctx)
-    except Exception as exc:  # noqa: BLE001 (reported, not raised: Tune must not retry it)
-        status = "fatal" if is_fatal(exc) else "failed"
-        report = {"objective": math.inf, "status": status, "error": one_line(exc)}
+    # Reported, never raised: Tune must not retry a trial that failed on its own.
+    outcome = outcome_of(evaluate, config["number"], config["flat"], ctx)
+    if outcome.result is None:
+        report = {"objective": math.inf, "status": outcome.status, "error": outcome.error}
         tune.report(report | {"node": node})
         return
+    result = outcome.result
     objective = -result.val_score if metric.greater_is_better else result.val_score
     tune.report(
         {
@@ -116,24 +117,21 @@ def _searcher_class() -> type:
             attrs = {"node": node} if node else {}
             status = result.get("status")
             if status == "complete":
-                self.driver.succeeded(
-                    trial, flat, TrialResult(**json.loads(result["result_json"])), **attrs
+                outcome = TrialOutcome(
+                    "complete", result=TrialResult(**json.loads(result["result_json"]))
                 )
             elif status in ("failed", "fatal"):
-                self.driver.failed_with(trial, flat, result.get("error", "failed"), **attrs)
+                # A fatal one is recorded as failed, then stops the search once Tune returns
+                # (raising inside Tune's callback would only be wrapped in Tune's own error).
+                outcome = failed(result.get("error", "failed"))
                 if status == "fatal":
-                    self.fatal = result.get("error", "failed")
+                    self.fatal = outcome.error
             elif error:
-                self.driver.failed_with(
-                    trial,
-                    flat,
-                    f"the Ray worker running it died ({RETRIES + 1} attempts)",
-                    **attrs,
-                )
+                outcome = failed(f"the Ray worker running it died ({RETRIES + 1} attempts)")
             else:  # stopped early by the scheduler after reporting epochs
-                self.driver.pruned_at(
-                    trial, flat, int(result.get("epoch", 0)), result.get("objective")
-                )
+                epoch, value = int(result.get("epoch", 0)), result.get("objective")
+                outcome = TrialOutcome("pruned", step=epoch, value=value)
+            self.driver.record(trial, flat, outcome, **attrs)
 
     return StudySearcher
 
@@ -160,8 +158,10 @@ def connect(address: str | None, cpus: int | None) -> None:
                 configure_logging=True,
             )
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = f"--ray-address {address}" if address else "local Ray"
-        raise UserInputError(f"{where}: cannot start or join Ray ({exc})") from None
+        where = f"ray_address {address}" if address else "local Ray"
+        raise UserInputError(
+            f"{where}: cannot start or join Ray ({exc})", settings=("ray_address",)
+        ) from None
 
 
 def run_on_ray(settings: SearchSettings, **options: Any) -> tuple[StudyDriver, str | None]:
