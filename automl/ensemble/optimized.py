@@ -26,7 +26,7 @@ import numpy as np
 
 from automl.ensemble.base import WeightedEnsemble, normalized_mix, stack
 from automl.ensemble.greedy import GreedyEnsemble
-from automl.ensemble.surrogate import fit_weights, surrogate_for
+from automl.ensemble.surrogate import fit_weights, powered_probabilities, surrogate_for
 from automl.metrics import Metric, batched_errors
 
 STARTS = ("uniform", "greedy", "best")
@@ -90,10 +90,15 @@ class OptimizedWeightsEnsemble(WeightedEnsemble):
         ]
         self.powers_: dict[float, float] = {}
         self.evaluations_ = 0
+        raised: dict[float, np.ndarray] = {1.0: stacked}
         for power in powers:
-            error_at = plain if power == 1.0 else self._error_at(stacked, y, power)
+            # p**k once per power, for both the surrogate and the true metric's check.
+            powered = None if power == 1.0 else powered_probabilities(stacked, power)
+            error_at = plain if powered is None else self._error_at(stacked, y, power, powered)
+            if powered is not None:
+                raised[power] = powered
             weights, _, spent = fit_weights(
-                surrogate_for(stacked, y, power), uniform, self.max_iterations
+                surrogate_for(stacked, y, power, powered), uniform, self.max_iterations
             )
             self.evaluations_ += spent
             weights = self._prune(weights, error_at)
@@ -102,16 +107,17 @@ class OptimizedWeightsEnsemble(WeightedEnsemble):
             candidates.append((error, "optimized", weights, power))
         error, self.best_start_, weights, self.power_ = min(candidates, key=lambda c: c[0])
         if self.metric.name not in SURROGATE_IS_THE_METRIC:
-            weights, polished = self._polish(stacked, y, weights, self.power_, error)
+            weights, polished = self._polish(raised[self.power_], y, weights, self.power_, error)
             self.best_start_ += " + polished" if polished < error else ""
         self.weights_ = weights
         return self
 
     def _error_at(
-        self, stacked: np.ndarray, y: np.ndarray, power: float
+        self, stacked: np.ndarray, y: np.ndarray, power: float, powered: np.ndarray | None = None
     ) -> Callable[[np.ndarray], float]:
         """The true metric's error of the weighted (power-)average, as a function of weights."""
-        powered = np.power(stacked, power) if power != 1.0 else None  # once, not per call
+        if power != 1.0 and powered is None:
+            powered = powered_probabilities(stacked, power)  # once, not per call
 
         def error(weights: np.ndarray) -> float:
             if powered is None:
@@ -121,16 +127,17 @@ class OptimizedWeightsEnsemble(WeightedEnsemble):
         return error
 
     def _polish(
-        self, stacked: np.ndarray, y: np.ndarray, weights: np.ndarray, power: float, error: float
+        self, raised: np.ndarray, y: np.ndarray, weights: np.ndarray, power: float, error: float
     ) -> tuple[np.ndarray, float]:
         """Caruana-style steps on the true metric from the chosen weights: move a share of the
         weight onto the member whose addition helps most (every member scored at once), and
-        halve the share when none helps. Never worse than where it starts."""
+        halve the share when none helps. Never worse than where it starts. `raised`: the
+        members' predictions, to the power `power` for probabilities."""
         # The candidates: members already weighted, and the best ones alone.
         ranked = np.argsort(self.single_errors_, kind="stable")[:POLISH_MEMBERS]
         pool = np.union1d(np.flatnonzero(weights > 0), ranked)
-        members = np.power(stacked[pool], power) if power != 1.0 else stacked[pool]
-        mixed = np.tensordot(weights, np.power(stacked, power) if power != 1.0 else stacked, axes=1)
+        members = raised[pool]
+        mixed = np.tensordot(weights, raised, axes=1)
         share = 0.1
         for _ in range(POLISH_STEPS):
             candidates = (1 - share) * mixed + share * members

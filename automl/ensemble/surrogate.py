@@ -26,10 +26,20 @@ from automl.metrics import EPS
 Loss = Callable[[np.ndarray], tuple[float, np.ndarray]]
 
 
-def log_loss_surrogate(stacked: np.ndarray, y: np.ndarray, power: float = 1.0) -> Loss:
+def powered_probabilities(stacked: np.ndarray, power: float) -> np.ndarray:
+    """Each member's p**k, probabilities clipped away from 0 first (once per power: the loss
+    and the true metric's check share it)."""
+    clipped = np.clip(stacked, EPS, 1.0)
+    return clipped if power == 1.0 else np.power(clipped, power)
+
+
+def log_loss_surrogate(
+    stacked: np.ndarray, y: np.ndarray, power: float = 1.0, powered: np.ndarray | None = None
+) -> Loss:
     """-mean log p_k(true class) where p_k is the weighted mean of p**k, renormalized."""
     rows = np.arange(stacked.shape[1])
-    powered = np.power(np.clip(stacked, EPS, 1.0), power)
+    if powered is None:
+        powered = powered_probabilities(stacked, power)
     true = powered[:, rows, np.asarray(y, dtype=int)]  # (members, rows)
     total = powered.sum(axis=2)  # (members, rows)
 
@@ -63,11 +73,13 @@ def squared_error_surrogate(stacked: np.ndarray, y: np.ndarray) -> Loss:
     return loss
 
 
-def surrogate_for(stacked: np.ndarray, y: np.ndarray, power: float = 1.0) -> Loss:
-    """The smooth loss for these predictions: log-loss for probabilities, squared error for
-    values."""
+def surrogate_for(
+    stacked: np.ndarray, y: np.ndarray, power: float = 1.0, powered: np.ndarray | None = None
+) -> Loss:
+    """The smooth loss for these predictions: log-loss for probabilities (of `powered`, the
+    members' p**k, when given), squared error for values."""
     if stacked.ndim == 3:
-        return log_loss_surrogate(stacked, y, power)
+        return log_loss_surrogate(stacked, y, power, powered)
     return squared_error_surrogate(stacked, y)
 
 

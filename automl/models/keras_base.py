@@ -244,19 +244,7 @@ class KerasNetwork(abc.ABC):
                 )
             )
         try:
-            result = self.trained.fit(
-                self.split(x),
-                y,
-                validation_data=(self.split(x_val), y_val),
-                epochs=int(self.params.get("epochs", 100)),
-                batch_size=int(self.params.get("batch_size", 64)),
-                callbacks=callbacks,
-                verbose=0,
-            )
-            self.history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
-            losses = self.history.get("loss", [])
-            if not losses or not np.isfinite(losses[-1]):
-                raise TrialFailed("Keras training loss became NaN or infinite")
+            self._train(x, y, (self.split(x_val), y_val), callbacks)
             if checkpoint is not None and checkpoint.exists():  # the best epoch, whatever stopped
                 self.trained.load_weights(str(checkpoint))
         finally:  # pruned, failed or done: the checkpoint has served its purpose
@@ -268,9 +256,15 @@ class KerasNetwork(abc.ABC):
         callbacks = [keras.callbacks.TerminateOnNaN()]
         if deadline is not None:
             callbacks.append(_deadline_callback(deadline))
+        self._train(x, y, None, callbacks)
+        return self
+
+    def _train(self, x: np.ndarray, y: Any, validation: Any, callbacks: list[Any]) -> None:
+        """Keras' fit for the configured epochs; its history kept, a NaN loss a failure."""
         result = self.trained.fit(
             self.split(x),
             y,
+            validation_data=validation,
             epochs=int(self.params.get("epochs", 100)),
             batch_size=int(self.params.get("batch_size", 64)),
             callbacks=callbacks,
@@ -280,7 +274,6 @@ class KerasNetwork(abc.ABC):
         losses = self.history.get("loss", [])
         if not losses or not np.isfinite(losses[-1]):
             raise TrialFailed("Keras training loss became NaN or infinite")
-        return self
 
     def stopped_at(self) -> dict[str, Any]:
         """The best epoch (lowest validation loss), as the epochs of a refit on every row."""
