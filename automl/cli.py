@@ -318,7 +318,8 @@ def flag_names(exc: UserInputError) -> str:
     known = {f.name for f in fields(SearchConfig)}
     for setting in (s for s in exc.settings if s in known):
         flag = FLAGS.get(setting, "--" + setting.replace("_", "-"))
-        message = re.sub(rf"(?<![\w-]){re.escape(setting)}(?![\w-])", flag, message)
+        # A setting as a word of the message, never a part of a path or of another word.
+        message = re.sub(rf"(?:^|(?<=[\s,(])){re.escape(setting)}(?=[\s:;,)]|$)", flag, message)
     return message
 
 

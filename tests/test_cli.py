@@ -347,7 +347,7 @@ MORE_BAD_INPUT = [
     (
         "text network without text",
         lambda p: ["--data", "builtin:iris", "--space", SPACES / "text_net.yaml"],
-        r"builtin:iris: family 'text_net' needs text columns \(detected, or named with",
+        r"builtin:iris: family 'text_net' needs text columns \(detected, or named in --text-col",
     ),
     (
         "unknown text column",
@@ -496,5 +496,7 @@ def test_the_library_names_its_settings_and_the_cli_its_flags() -> None:
         SearchConfig(data="builtin:iris", target="target", out="x", workers=2, ray_address="a")
     assert str(local.value) == "workers, ray_address: needs executor ray"
     assert flag_names(local.value) == "--workers, --ray-address: needs --executor ray"
+    path = UserInputError("out /tmp/out/trials: cannot be created", settings=("out",))
+    assert flag_names(path) == "--out /tmp/out/trials: cannot be created"  # the path untouched
     config = SearchConfig(data="builtin:iris", target="target", out="x", backend="keras-tuner")
     assert (config.sampler, config.trials) == ("bayesian", 50)  # the backend's model-based one

@@ -186,7 +186,7 @@ def test_test_size_zero_trains_and_refits_on_every_row(
     rows = leaderboard_rows(run)
     assert all(r["test_score"] is None for r in rows) and rows[0]["val_score"] is not None
     page = Path(write_report(run)).read_text()
-    assert "test: none (--test-size 0)" in page and "validation rows, " in page
+    assert "test: none (test_size 0)" in page and "validation rows, " in page
     result = cli(
         "search", "--data", shared("blood_transfusion.csv.gz"), "--target", "Class",
         "--out", tmp_path / "bad", "--test-size", "1",

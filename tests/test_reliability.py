@@ -205,7 +205,7 @@ def test_resume_refuses_other_data(
     with pytest.raises(
         UserInputError,
         match=r"holds a search with different data_sha256, "
-        r"target; use another --out",
+        r"target; use another out",
     ):
         run_search(
             data=str(credit_csv),

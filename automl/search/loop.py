@@ -243,7 +243,8 @@ def run_search(
         if changed:
             raise UserInputError(
                 f"{run.path}: holds a search with different {', '.join(changed)}; "
-                "use another out to start a new search"
+                "use another out to start a new search",
+                settings=("out",),
             )
         if storage is None:
             storage_url = (
