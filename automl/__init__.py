@@ -1,8 +1,9 @@
 """AutoML: hyperparameter and ensemble search over Keras, tree and linear models.
 
 The public surface is small on purpose: the CLI (`automl.cli`); `AutoMLClassifier` and
-`AutoMLRegressor`, scikit-learn estimators for notebooks and pipelines; `run_search` to drive a
-search into a run directory from Python; and `load` to get a fitted estimator back from one.
+`AutoMLRegressor`, scikit-learn estimators for notebooks and pipelines; `run_search` (with a
+`SearchConfig`) to drive a search into a run directory from Python; and `load` to get a
+fitted estimator back from one.
 Heavy modules are imported on first use, so `import automl` and the CLI start fast.
 """
 
@@ -17,12 +18,14 @@ __version__ = "0.2.0"
 
 if TYPE_CHECKING:
     from automl.estimator import AutoMLClassifier, AutoMLRegressor
+    from automl.search.config import SearchConfig
     from automl.search.loop import SearchSummary, run_search
 
 _LAZY = {
     "AutoMLClassifier": "automl.estimator",
     "AutoMLRegressor": "automl.estimator",
     "run_search": "automl.search.loop",
+    "SearchConfig": "automl.search.config",
     "SearchSummary": "automl.search.loop",
 }
 
@@ -46,6 +49,7 @@ def load(run_dir: str | Path, which: str = "best") -> AutoMLClassifier | AutoMLR
 __all__ = [
     "AutoMLClassifier",
     "AutoMLRegressor",
+    "SearchConfig",
     "SearchSummary",
     "UserInputError",
     "__version__",
