@@ -212,7 +212,7 @@ def _facts(run: RunDir, info: dict, records: list[TrialRecord], metric: Metric) 
         "metric": f"{metric.name} ({metric.direction})",
         "rows": ", ".join(f"{k} {v}" for k, v in info.get("rows", {}).items()),
         "validation": f"{info['cv']}-fold cross-fitting" if info.get("cv") else "holdout split",
-        "scores": _scores_measured_on(run, info),
+        "scores": _scores_measured_on(run, info, records),
         "features": f"{len(info['schema']['numeric'])} numeric, "
         f"{len(info['schema']['categorical'])} categorical"
         + (f", dates {', '.join(info['schema']['dates'])}" if info["schema"].get("dates") else ""),
@@ -236,7 +236,7 @@ def _facts(run: RunDir, info: dict, records: list[TrialRecord], metric: Metric) 
     }
 
 
-def _scores_measured_on(run: RunDir, info: dict) -> str:
+def _scores_measured_on(run: RunDir, info: dict, records: list[TrialRecord]) -> str:
     """What each score was measured on, and which models the refit replaced."""
     validation = (
         "validation: out-of-fold (each training row by a model fit without it)"
@@ -249,7 +249,7 @@ def _scores_measured_on(run: RunDir, info: dict) -> str:
         test = f"test: the rows of {info['test_data']}, which no model saw"
     else:
         test = "test: the split-off test part, which no search-time model saw"
-    refit = [n for n in range(_trial_count(run)) if run.has_refit(n)]
+    refit = [r.number for r in records if run.has_refit(r.number)]
     if refit:
         test += (
             f"; every test score is of the search-time models, measured before the refit of "
@@ -257,10 +257,6 @@ def _scores_measured_on(run: RunDir, info: dict) -> str:
             + ("" if info.get("test_data") else " (test part included)")
         )
     return f"{validation}; {test}"
-
-
-def _trial_count(run: RunDir) -> int:
-    return len(list(run.trials_dir.glob("[0-9]*"))) if run.trials_dir.exists() else 0
 
 
 def _cards(rows: list[dict], ensembles: list[dict], metric: Metric, facts: dict) -> str:
