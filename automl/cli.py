@@ -119,7 +119,12 @@ def _parser() -> argparse.ArgumentParser:
         "--method", action="append", help="optimized, greedy, stacking or mean (repeatable)"
     )
     ensemble.add_argument("--recipe", action="append", help="ensembles/*.yaml recipe (repeatable)")
-    ensemble.add_argument("--top-k", type=int, default=20, help="members in the pool (default 20)")
+    ensemble.add_argument(
+        "--top-k",
+        type=int,
+        help="members in the pool (default 20; stacking 5, the trials the "
+        "search keeps refit time for)",
+    )
     ensemble.add_argument(
         "--no-refit",
         action="store_true",
@@ -229,7 +234,7 @@ def _ensemble(args: argparse.Namespace) -> int:
 
     run = RunDir(args.run_dir)
     run.info()
-    if args.top_k < 1:
+    if args.top_k is not None and args.top_k < 1:
         raise UserInputError(f"--top-k must be a positive whole number; got {args.top_k}")
     recipes = [load_recipe(path) for path in args.recipe or []]
     for method in args.method or ([] if recipes else list(METHODS)):

@@ -14,6 +14,7 @@ from automl.data import load_dataset
 from automl.ensemble.build import Recipe, build_ensemble, load_recipe
 from automl.errors import UserInputError
 from automl.run import RunDir, load_predictions
+from automl.search.budget import REFIT_MEMBERS
 from tests.conftest import FAST_LINEAR, FAST_MLP, FAST_TREES, BloodSearch, shared
 
 
@@ -56,10 +57,14 @@ def test_cross_fitting_feeds_out_of_fold_predictions_to_ensembles(
 
 
 def test_stacking_predictor_round_trip(blood_search: BloodSearch) -> None:
-    run = RunDir(blood_search(FAST_LINEAR, FAST_TREES, trials=4, cv=0).run_dir)
+    run = RunDir(blood_search(FAST_LINEAR, FAST_TREES, trials=7, cv=0).run_dir)
     summary = build_ensemble(run, Recipe(method="stacking"))
     assert summary["combiner"] == "stacking" and summary["validation"] == "holdout"
-    assert len(summary["members"]) == summary["pool_size"]  # stacking uses every member
+    # Stacking uses every member it saw, so its pool is the 5 trials the search keeps refit
+    # time for (the weighted recipes choose from 20), the bundled recipe's too.
+    assert len(summary["members"]) == summary["pool_size"] == REFIT_MEMBERS == 5
+    assert load_recipe("stacking").pool_size == 5 and Recipe(method="greedy").pool_size == 20
+    assert build_ensemble(run, Recipe(method="stacking", top_k=6, name="s6"))["pool_size"] == 6
     assert "split-half gain" in summary["note"]
     from automl.predict import Predictor
 

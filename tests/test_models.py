@@ -139,3 +139,29 @@ def test_dummy_baseline_predicts_the_class_prior_and_the_mean() -> None:
     values = FAMILIES["dummy"].build({"strategy": "prior"}, BuildContext("regression", 1))
     values.fit(x, np.array([1.0, 2.0, 3.0, 6.0]), x, y)
     np.testing.assert_allclose(values.predict(x[:2]), [3.0, 3.0])
+
+
+@pytest.mark.keras
+def test_a_network_refit_is_reserved_for_its_training_passes_only() -> None:
+    """The reserve for a network's refit counts its set-up and the training passes up to the
+    best epoch; the validation passes and per-epoch reports, which a refit does not make, are
+    left out. A refit on every row is timed the same way, for the epochs given."""
+    data = load_dataset("builtin:breast_cancer", "target", seed=0)
+    encoder = fit_encoder("onehot", data.schema, data.x_fit)
+    x_fit, x_val = transform(encoder, data.x_fit), transform(encoder, data.x_val)
+    reports: list[int] = []
+    ctx = BuildContext(task="binary", n_classes=2, seed=0, threads=1, layout=layout(encoder),
+                       on_epoch=lambda epoch, _: reports.append(epoch))  # fmt: skip
+    params = defaults("mlp") | {"epochs": 12, "patience": 20}
+    model = FAMILIES["mlp"].build(params, ctx).fit(x_fit, data.y_fit, x_val, data.y_val)
+    ran = len(model.history["loss"])
+    assert ran == 12 == len(model.epoch_seconds) == len(reports)
+    trained = model.setup_seconds + sum(model.epoch_seconds)
+    assert 0 < trained < model.fit_seconds  # the validation passes took the rest
+    best = model.stopped_at()["epochs"]
+    kept = model.setup_seconds + sum(model.epoch_seconds[:best])
+    assert model.kept_share() == pytest.approx(kept / model.fit_seconds)
+
+    refit = FAMILIES["mlp"].build(params | {"epochs": 5}, ctx)
+    refit.fit(np.vstack([x_fit, x_val]), np.concatenate([data.y_fit, data.y_val]), None, None)
+    assert len(refit.epoch_seconds) == len(refit.history["loss"]) == 5

@@ -37,8 +37,12 @@ from automl.io import (
 )
 from automl.metrics import METRICS, Metric
 from automl.run import RunDir, TrialRecord, load_predictions, load_trials
+from automl.search.budget import REFIT_MEMBERS
 
 DEFAULT_TOP_K = 20
+# Stacking gives every member it saw a coefficient, so each of them is refit and predicts:
+# its default pool is the trials the search reserves refit time for (`search.budget`).
+DEFAULT_TOP_K_BY_METHOD = {"stacking": REFIT_MEMBERS}
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 TARGETS_DIR = "targets"
 COMBINER_FILE = "combiner.joblib"
@@ -68,7 +72,7 @@ class Recipe:
     """How to build one ensemble: the method, the member pool, the method's options."""
 
     method: str
-    top_k: int = DEFAULT_TOP_K
+    top_k: int | None = None  # None: the method's default pool (`default_top_k`)
     per_family: bool = False
     options: dict[str, Any] | None = None
     name: str | None = None
@@ -77,6 +81,15 @@ class Recipe:
     @property
     def label(self) -> str:
         return self.name or self.method
+
+    @property
+    def pool_size(self) -> int:
+        return self.top_k if self.top_k is not None else default_top_k(self.method)
+
+
+def default_top_k(method: str) -> int:
+    """Members in a method's pool when neither the recipe nor `--top-k` says."""
+    return DEFAULT_TOP_K_BY_METHOD.get(method, DEFAULT_TOP_K)
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -101,7 +114,7 @@ def load_recipe(path: str | Path) -> Recipe:
             f"{source}: method must be one of {', '.join(METHODS)}; got {method!r}"
         )
     pool = data.get("pool") or {}
-    top_k = pool.get("top_k", DEFAULT_TOP_K)
+    top_k = pool.get("top_k", default_top_k(method))
     if not isinstance(top_k, int) or top_k < 1:
         raise UserInputError(f"{source}: pool.top_k must be a positive whole number; got {top_k!r}")
     name = data.get("name")
@@ -182,7 +195,7 @@ def build_ensemble(run: RunDir, recipe: Recipe) -> dict[str, Any]:
     records = load_trials(run)
     if recipe.families:
         records = [r for r in records if r.family in recipe.families]
-    pool = select_pool(records, metric, recipe.top_k, recipe.per_family)
+    pool = select_pool(records, metric, recipe.pool_size, recipe.per_family)
     n_classes = len(info["classes"])
     shape_val = (len(y_val), n_classes) if info["task"] != "regression" else (len(y_val),)
     shape_test = (len(y_test),)

@@ -14,9 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 POOL = 20  # the ensembles' default pool (`automl ensemble --top-k`)
-# Members refit, as reserved for: a weighted ensemble's usual size. Stacking combines the whole
-# pool; in one process (estimators, benchmark) the refit then skips the members whose time
-# would pass the budget, and they keep their search-time models.
+# Members refit, as reserved for: a weighted ensemble's usual size, and stacking's default pool
+# (it refits every member it combines). Should more be chosen, in one process (estimators,
+# benchmark) the refit skips the members whose time would pass the budget, and they keep
+# their search-time models.
 REFIT_MEMBERS = 5
 # Measured on this project's 2-core machine: `import tensorflow` takes ~7 s, paid once more
 # by a process that refits or predicts with a network member.
