@@ -3,7 +3,8 @@
 `--time-budget` is the whole job's: search, ensembles, the refit of the chosen members on every
 row, and predicting. The search cannot know which members will be chosen, so it reserves for
 the likely ones, the best `REFIT_MEMBERS` trials: one refit each (measured: a model's fit time
-up to the count its early stopping kept, scaled to every row) and their predictions, plus
+up to the count its early stopping kept, and the time to save it and load it again, scaled to
+every row) and their predictions, plus
 building the ensembles over the best `POOL`. The reserve grows as better and slower trials
 finish, and the search stops starting trials once what is left would not cover the next
 trial plus the reserve.

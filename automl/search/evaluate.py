@@ -121,12 +121,19 @@ class Fitted:
     others: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     # Per fitted model, the iteration/epoch counts its early stopping chose (for the refit).
     stopped_at: list[dict[str, Any]] = field(default_factory=list)
-    refit_seconds: float | None = None  # one model's fit up to those counts: the refit's cost
+    refit_seconds: float | None = None  # one model: fit up to those counts, save, load
 
 
 def _kept_share(model: Any) -> float:
     share = getattr(model, "kept_share", None)
     return float(share()) if callable(share) else 1.0
+
+
+def refit_cost(fit_seconds: float, model: Any, save_seconds: float) -> float:
+    """What refitting this model would take, on its rows: the fit up to the rounds or epochs
+    its early stopping kept, saving it, and loading it again to predict (about as long as the
+    save; a forest of deep trees on 20,000 rows is a gigabyte to write and read)."""
+    return fit_seconds * _kept_share(model) + 2 * save_seconds
 
 
 def _stopped_at(model: Any) -> dict[str, Any]:
@@ -189,7 +196,9 @@ def _fit_once(
             else [np.zeros((0, o[2]) if o[1] != "regression" else (0,)) for o in build_ctx.others]
         )
         others = list(zip(model.predict_others(x_val), test_others, strict=True))
+    start = time.perf_counter()
     files = model.save(trial_dir)
+    save_seconds = time.perf_counter() - start
     return Fitted(
         val_pred,
         test_pred,
@@ -199,7 +208,7 @@ def _fit_once(
         _n_params(model),
         others,
         [_stopped_at(model)],
-        fit_seconds * _kept_share(model),
+        refit_cost(fit_seconds, model, save_seconds),
     )
 
 
@@ -239,7 +248,6 @@ def _cross_fit(
         )
         fold_seconds = time.perf_counter() - start
         fit_seconds += fold_seconds
-        refit_seconds += fold_seconds * _kept_share(model) / ctx.cv
         start = time.perf_counter()
         held_pred = model.predict(x_train[held_rows])
         test_pred = predict_test(model, x_test, build_ctx)
@@ -249,7 +257,9 @@ def _cross_fit(
             test_sum = np.zeros_like(test_pred, dtype=float)
         oof[held_rows] = held_pred
         test_sum += test_pred
+        start = time.perf_counter()
         write_manifest(fold_dir, model.save(fold_dir))
+        refit_seconds += refit_cost(fold_seconds, model, time.perf_counter() - start) / ctx.cv
         files.append(f"{fold_name(k)}/{MANIFEST}")
         n_params = _n_params(model)
         stopped.append(_stopped_at(model))
