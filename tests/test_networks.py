@@ -201,6 +201,43 @@ def test_cnn_trains_one_epoch_on_fashion_mnist(keras: Any, tmp_path: Path, block
     assert not (tmp_path / CHECKPOINT_FILE).exists()  # loaded back, then removed
 
 
+def test_augmentation_transforms_in_training_only_and_reloads_in_safe_mode(
+    keras: Any, tmp_path: Path
+) -> None:
+    """Every searched augmentation layer is in the graph after the reshape; they transform in
+    training and pass pixels through at inference (the same predictions twice), and the saved
+    model loads in Keras' safe mode to the same predictions."""
+    from automl.models.keras_base import MODEL_FILE, load_network
+
+    with np.load(shared("fashion_mnist_train.npz")) as archive:
+        images, labels = archive["x"][:256], archive["y"][:256]
+    frame = pd.DataFrame(images.reshape(256, -1), columns=[f"px_{i}" for i in range(784)])
+    schema = Schema(numeric=list(frame.columns), categorical=[], image_shape=[28, 28, 1])
+    frame["y"] = labels
+    x, y, lay = encoded(frame, "y", "image", schema)
+    augment = {"augment_flip": "horizontal", "augment_translate": 0.1, "augment_rotate": 0.06,
+               "augment_zoom": 0.1, "augment_contrast": 0.2}  # fmt: skip
+    params = {"stem_filters": 8, "n_stages": 2, "learning_rate": 1e-3, "lr_schedule": "cosine"}
+    params |= augment
+    model = fit_predict("cnn", params, x, y, lay, tmp_path)
+    names = [layer.name for layer in model.model.layers]
+    wanted = ["image", *(f"augment_{k}" for k in ("flip", "translate", "rotate", "zoom",
+                                                  "contrast")), "stem_conv"]  # fmt: skip
+    assert [n for n in names if n in wanted] == wanted
+    first = model.predict(x[:64])
+    np.testing.assert_array_equal(model.predict(x[:64]), first)
+    moved = np.asarray(model.model.get_layer("augment_translate")(x[:4].reshape(4, 28, 28, 1),
+                                                                  training=True))  # fmt: skip
+    assert not np.allclose(moved, x[:4].reshape(4, 28, 28, 1))  # it does transform in training
+    # The cosine schedule owns the learning rate: at the end of the configured epochs it is
+    # at its floor, 1% of the start (no plateau callback touches it).
+    assert float(model.trained.optimizer.learning_rate) == pytest.approx(1e-5, rel=1e-3)
+    write_manifest(tmp_path, model.save(tmp_path))
+    assert (tmp_path / MODEL_FILE).exists()
+    again = load_network(tmp_path)  # safe mode: no Lambda layers, no custom code
+    np.testing.assert_allclose(again.predict(x[:64]), first, atol=1e-6)
+
+
 def test_training_keeps_the_best_epoch_and_records_every_callback(
     keras: Any, tmp_path: Path
 ) -> None:

@@ -6,6 +6,11 @@ cost of every later layer (what a CPU budget often needs). Each stage after the 
 the resolution (max pooling) and widens by `widen`; its blocks are `block` (plain, residual,
 inception or separable; `automl.models.blocks`). Batch normalization follows every
 convolution when `batch_norm` is on; global average pooling and dropout lead to the head.
+
+Augmentation is part of the searched graph: Keras' random flip, translation, rotation, zoom and
+contrast layers right after the reshape, each with a searched strength (0: left out). They
+transform only while training; at inference they pass pixels through, so the saved model takes
+plain pixels and predicts the same thing twice.
 """
 
 from __future__ import annotations
@@ -27,7 +32,35 @@ CNN_PARAMS = TRAINING_PARAMS | {
     "batch_norm",
     "dropout",
     "dense_units",
+    "augment_flip",
+    "augment_translate",
+    "augment_rotate",
+    "augment_zoom",
+    "augment_contrast",
 }
+
+
+def augmentation(h: Any, p: dict[str, Any], seed: int) -> Any:
+    """The searched augmentation layers on image tensor `h` (each left out at strength 0)."""
+    from keras import layers
+
+    if p.get("augment_flip", "none") == "horizontal":
+        h = layers.RandomFlip("horizontal", seed=seed, name="augment_flip")(h)
+    shift = float(p.get("augment_translate", 0.0))
+    if shift > 0:
+        h = layers.RandomTranslation(
+            shift, shift, fill_mode="constant", seed=seed, name="augment_translate"
+        )(h)
+    angle = float(p.get("augment_rotate", 0.0))
+    if angle > 0:
+        h = layers.RandomRotation(angle, fill_mode="constant", seed=seed, name="augment_rotate")(h)
+    zoom = float(p.get("augment_zoom", 0.0))
+    if zoom > 0:
+        h = layers.RandomZoom(zoom, fill_mode="constant", seed=seed, name="augment_zoom")(h)
+    contrast = float(p.get("augment_contrast", 0.0))
+    if contrast > 0:
+        h = layers.RandomContrast(contrast, seed=seed, name="augment_contrast")(h)
+    return h
 
 
 class ConvNet(KerasNetwork):
@@ -44,6 +77,7 @@ class ConvNet(KerasNetwork):
         block = CONV_BLOCKS[p.get("block", "residual")]
         inputs = keras.Input(shape=(x.shape[1],), name="pixels")
         h = layers.Reshape(tuple(shape), name="image")(inputs)
+        h = augmentation(h, p, self.seed)
         filters = int(p.get("stem_filters", 32))
         h = conv_bn(h, filters, 3, name="stem", batch_norm=bn, strides=int(p.get("stem_stride", 1)))
         for stage in range(int(p.get("n_stages", 2))):

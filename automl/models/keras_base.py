@@ -48,6 +48,7 @@ TRAINING_PARAMS = frozenset(
         "patience",
         "subsample",
         "target_weight",
+        "lr_schedule",
     }
 )
 
@@ -82,11 +83,16 @@ def output_head(x: Any, task: str, n_classes: int, name: str = MAIN_OUTPUT) -> t
     return layers.Dense(1, name=name)(x), "mse"
 
 
-def make_optimizer(params: dict[str, Any]) -> Any:
+def make_optimizer(params: dict[str, Any], steps_per_epoch: int = 1) -> Any:
+    """The optimizer, its learning rate constant or (`lr_schedule: cosine`) decaying along a
+    cosine to 1% over the configured epochs."""
     import keras
 
     name = params.get("optimizer", "adam")
-    lr = float(params.get("learning_rate", 1e-3))
+    lr: Any = float(params.get("learning_rate", 1e-3))
+    if params.get("lr_schedule", "constant") == "cosine":
+        steps = max(1, steps_per_epoch * int(params.get("epochs", 100)))
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps, alpha=0.01)
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate=lr, momentum=float(params.get("momentum", 0.9)))
     if name == "rmsprop":
@@ -154,8 +160,9 @@ class KerasNetwork(abc.ABC):
         """The compiled training model (also used by the tests to check each graph)."""
         keras = import_keras(self.threads)
         model, losses, weights = self.graph(keras, x)
+        batch = int(self.params.get("batch_size", 64))
         model.compile(
-            optimizer=make_optimizer(self.params),
+            optimizer=make_optimizer(self.params, steps_per_epoch=-(-len(x) // batch)),
             loss=losses,
             loss_weights=weights or None,
             jit_compile=False,
@@ -229,11 +236,18 @@ class KerasNetwork(abc.ABC):
             keras.callbacks.EarlyStopping(
                 monitor=monitor, mode="min", patience=patience, restore_best_weights=True
             ),
-            keras.callbacks.ReduceLROnPlateau(
-                monitor=monitor, mode="min", factor=0.5, patience=max(1, patience // 2), min_lr=1e-6
-            ),
             keras.callbacks.TerminateOnNaN(),
         ]
+        if self.params.get("lr_schedule", "constant") == "constant":  # a schedule owns the rate
+            callbacks.append(
+                keras.callbacks.ReduceLROnPlateau(
+                    monitor=monitor,
+                    mode="min",
+                    factor=0.5,
+                    patience=max(1, patience // 2),
+                    min_lr=1e-6,
+                )
+            )
         checkpoint = None
         if self.work_dir is not None:  # best weights on disk, and a live log of the epochs
             checkpoint = Path(self.work_dir) / CHECKPOINT_FILE
