@@ -181,16 +181,21 @@ def test_text_network_trains_on_sms_and_reloads_in_safe_mode(
     np.testing.assert_allclose(again.predict(x[:20]), model.predict(x[:20]), atol=1e-6)
 
 
+def fashion_images(n: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The first `n` Fashion-MNIST images, encoded as the image families take them."""
+    with np.load(shared("fashion_mnist_train.npz")) as archive:
+        images, labels = archive["x"][:n], archive["y"][:n]
+    frame = pd.DataFrame(images.reshape(n, -1), columns=[f"px_{i}" for i in range(784)])
+    schema = Schema(numeric=list(frame.columns), categorical=[], image_shape=[28, 28, 1])
+    frame["y"] = labels
+    return encoded(frame, "y", "image", schema)
+
+
 @pytest.mark.parametrize("block", ["residual", "inception"])
 def test_cnn_trains_one_epoch_on_fashion_mnist(keras: Any, tmp_path: Path, block: str) -> None:
     from automl.models.keras_base import CHECKPOINT_FILE, HISTORY_FILE
 
-    with np.load(shared("fashion_mnist_train.npz")) as archive:
-        images, labels = archive["x"][:256], archive["y"][:256]
-    frame = pd.DataFrame(images.reshape(256, -1), columns=[f"px_{i}" for i in range(784)])
-    schema = Schema(numeric=list(frame.columns), categorical=[], image_shape=[28, 28, 1])
-    frame["y"] = labels
-    x, y, lay = encoded(frame, "y", "image", schema)
+    x, y, lay = fashion_images(256)
     assert x.max() == 1.0 and lay["image_shape"] == [28, 28, 1]
     params = {"block": block, "stem_filters": 8, "n_stages": 2, "blocks_per_stage": 1}
     params |= {"dropout": 0.2, "dense_units": 16}  # a dense head after the pooled features
@@ -209,12 +214,7 @@ def test_augmentation_transforms_in_training_only_and_reloads_in_safe_mode(
     model loads in Keras' safe mode to the same predictions."""
     from automl.models.keras_base import MODEL_FILE, load_network
 
-    with np.load(shared("fashion_mnist_train.npz")) as archive:
-        images, labels = archive["x"][:256], archive["y"][:256]
-    frame = pd.DataFrame(images.reshape(256, -1), columns=[f"px_{i}" for i in range(784)])
-    schema = Schema(numeric=list(frame.columns), categorical=[], image_shape=[28, 28, 1])
-    frame["y"] = labels
-    x, y, lay = encoded(frame, "y", "image", schema)
+    x, y, lay = fashion_images(256)
     augment = {"augment_flip": "horizontal", "augment_translate": 0.1, "augment_rotate": 0.06,
                "augment_zoom": 0.1, "augment_contrast": 0.2}  # fmt: skip
     params = {"stem_filters": 8, "n_stages": 2, "learning_rate": 1e-3, "lr_schedule": "cosine"}

@@ -37,12 +37,13 @@ from automl.io import (
 )
 from automl.metrics import METRICS, Metric
 from automl.run import RunDir, TrialRecord, load_predictions, load_trials
-from automl.search.budget import REFIT_MEMBERS
 
 DEFAULT_TOP_K = 20
 # Stacking gives every member it saw a coefficient, so each of them is refit and predicts:
-# its default pool is the trials the search reserves refit time for (`search.budget`).
-DEFAULT_TOP_K_BY_METHOD = {"stacking": REFIT_MEMBERS}
+# its default pool is small, and the search reserves refit time for as many trials
+# (`search.budget.REFIT_MEMBERS`).
+STACKING_POOL = 5
+DEFAULT_TOP_K_BY_METHOD = {"stacking": STACKING_POOL}
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 TARGETS_DIR = "targets"
 COMBINER_FILE = "combiner.joblib"

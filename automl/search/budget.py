@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from automl.ensemble.build import STACKING_POOL
+
 POOL = 20  # the ensembles' default pool (`automl ensemble --top-k`)
 # Members refit, as reserved for: a weighted ensemble's usual size, and stacking's default pool
 # (it refits every member it combines). Should more be chosen, in one process (estimators,
 # benchmark) the refit skips the members whose time would pass the budget, and they keep
 # their search-time models.
-REFIT_MEMBERS = 5
+REFIT_MEMBERS = STACKING_POOL
 # Measured on this project's 2-core machine: `import tensorflow` takes ~7 s, paid once more
 # by a process that refits or predicts with a network member.
 TF_IMPORT_SECONDS = 8.0
