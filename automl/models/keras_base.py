@@ -214,11 +214,11 @@ class KerasNetwork(abc.ABC):
     def fit(self, x, y, x_val, y_val, deadline=None):  # noqa: ANN001, ANN201
         started = time.perf_counter()
         try:
-            return self._fit(x, y, x_val, y_val, deadline, started)
+            return self._fit(x, y, x_val, y_val, deadline)
         finally:
             self.fit_seconds = time.perf_counter() - started
 
-    def _fit(self, x, y, x_val, y_val, deadline, started):  # noqa: ANN001, ANN202
+    def _fit(self, x, y, x_val, y_val, deadline):  # noqa: ANN001, ANN202
         keras = import_keras(self.threads)
         imported = time.perf_counter()  # the first import in a process is no refit's cost
         keras.backend.clear_session()
