@@ -99,10 +99,10 @@ def logits_for(weights: np.ndarray, floor: float = 1e-6) -> np.ndarray:
 
 
 def fit_weights(
-    loss: Loss, start: np.ndarray, max_iterations: int = 200
+    loss: Loss, start: np.ndarray, max_iterations: int = 200, tolerance: float = 1e-12
 ) -> tuple[np.ndarray, float, int]:
-    """L-BFGS on the logits from `start`; stops when an iteration gains less than 1e-12
-    relative (1e-12). Returns the weights, the surrogate loss and the evaluations spent."""
+    """L-BFGS on the logits from `start`; stops when an iteration gains less than `tolerance`
+    relative. Returns the weights, the surrogate loss and the evaluations spent."""
     from scipy.optimize import minimize
     from threadpoolctl import threadpool_limits
 
@@ -124,6 +124,6 @@ def fit_weights(
             logits_for(start),
             jac=True,
             method="L-BFGS-B",
-            options={"maxiter": max_iterations, "ftol": 1e-12, "gtol": 1e-9},
+            options={"maxiter": max_iterations, "ftol": tolerance, "gtol": 1e-9},
         )
     return softmax_weights(result.x), float(result.fun), int(result.nfev)
