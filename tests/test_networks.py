@@ -268,3 +268,51 @@ def test_subsample_fidelity_trains_on_a_share_of_the_rows(keras: Any, tmp_path: 
     model = FAMILIES["mlp"].build({"subsample": 0.25}, ctx)
     sub_x, sub_y = model._subsample(x, y)
     assert len(sub_y) == 100 and sub_x.shape == (100, x.shape[1])
+
+
+# -- GPU and mixed precision --------------------------------------------------------------------
+
+
+def test_mixed_precision_computes_in_float16_with_float32_outputs(
+    keras: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a GPU gets, exercised on the CPU: float16 layers, a scaled loss, float32
+    probabilities, a saved model that reloads in safe mode with the same predictions."""
+    from automl.models import keras_base
+    from automl.models.keras_base import load_network, precision_policy
+
+    assert (precision_policy(0), precision_policy(1)) == ("float32", "mixed_float16")
+    frame = pd.read_csv(shared("credit_g.csv.gz")).head(200)
+    x, y, lay = encoded(frame, "class", "onehot")
+    monkeypatch.setattr(keras_base, "precision_policy", lambda gpus: "mixed_float16")
+    try:
+        model = fit_predict("mlp", {"units": 16, "epochs": 2}, x, y, lay, tmp_path)
+        hidden = [layer for layer in model.model.layers if layer.name != "output"][-1]
+        assert hidden.compute_dtype == "float16"
+        assert model.model.get_layer("output").compute_dtype == "float32"
+        assert type(model.trained.optimizer).__name__ == "LossScaleOptimizer"
+        proba = model.predict(x[:32])
+        assert np.isfinite(proba).all()
+        write_manifest(tmp_path, model.save(tmp_path))
+        np.testing.assert_allclose(load_network(tmp_path).predict(x[:32]), proba, atol=1e-6)
+    finally:
+        monkeypatch.undo()  # and import_keras sets this CPU's policy back
+        assert keras_base.import_keras(2).mixed_precision.dtype_policy().name == "float32"
+
+
+def test_a_visible_gpu_trains_the_network() -> None:
+    """Runs where a GPU is visible (the lent GPU machine); skipped, with the reason, elsewhere."""
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        pytest.skip("no GPU visible to TensorFlow: the GPU path is checked on a GPU machine")
+    from automl.models.keras_base import import_keras
+
+    keras = import_keras(2)
+    assert keras.mixed_precision.dtype_policy().name == "mixed_float16"
+    frame = pd.read_csv(shared("credit_g.csv.gz")).head(200)
+    x, y, lay = encoded(frame, "class", "onehot")
+    ctx = BuildContext(task="binary", n_classes=2, layout=lay)
+    model = FAMILIES["mlp"].build({"epochs": 1, "units": 16}, ctx)
+    model.fit(x[:150], y[:150], x[150:], y[150:])
+    assert "GPU" in model.trained.trainable_weights[0].value.device

@@ -11,8 +11,9 @@ the same for all of them:
 - memory: each fit clears the Keras session, so hundreds of trials in one process stay flat.
 
 TensorFlow is imported lazily (it costs ~7 s), with its thread pools sized to the trial's CPU
-allotment. Models are saved as `.keras` with only the main output and load with
-`safe_mode=True`; a diagram is saved where Graphviz is installed.
+allotment; a visible GPU is used with memory growth and mixed precision. Models are saved as
+`.keras` with only the main output and load with `safe_mode=True`; a diagram is saved where
+Graphviz is installed.
 """
 
 from __future__ import annotations
@@ -63,24 +64,37 @@ def import_keras(threads: int = 1) -> Any:
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")  # retracing notices for each new trial's model are noise
+    gpus = tf.config.list_physical_devices("GPU")
     try:  # only possible before TensorFlow's runtime starts; later calls keep the first value
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
+        for gpu in gpus:  # trials sharing a GPU each take the memory they use, not all of it
+            tf.config.experimental.set_memory_growth(gpu, True)
     except RuntimeError:
         pass
+    keras.mixed_precision.set_global_policy(precision_policy(len(gpus)))
     return keras
+
+
+def precision_policy(gpus: int) -> str:
+    """Keras' dtype policy: float16 compute with float32 weights on a GPU (tensor cores; Keras
+    scales the loss), float32 on CPUs, where float16 is slower. Output layers stay float32."""
+    return "mixed_float16" if gpus else "float32"
 
 
 def output_head(x: Any, task: str, n_classes: int, name: str = MAIN_OUTPUT) -> tuple[Any, str]:
     """The output layer and the loss that fits the task."""
     from keras import layers
 
+    # float32 outputs under mixed precision: a float16 softmax or sigmoid loses the small
+    # probabilities log-loss needs.
     if task == "binary":
-        return layers.Dense(1, activation="sigmoid", name=name)(x), "binary_crossentropy"
+        out = layers.Dense(1, activation="sigmoid", name=name, dtype="float32")(x)
+        return out, "binary_crossentropy"
     if task == "multiclass":
-        out = layers.Dense(n_classes, activation="softmax", name=name)(x)
+        out = layers.Dense(n_classes, activation="softmax", name=name, dtype="float32")(x)
         return out, "sparse_categorical_crossentropy"
-    return layers.Dense(1, name=name)(x), "mse"
+    return layers.Dense(1, name=name, dtype="float32")(x), "mse"
 
 
 def make_optimizer(params: dict[str, Any], steps_per_epoch: int = 1) -> Any:

@@ -41,6 +41,8 @@ def _trainable(config: dict[str, Any], ctx: TrialContext, cpus: int) -> None:
 
     ctx = _WORKER_CONTEXTS.setdefault(f"{ctx.run.path}:{ctx.deadline}", ctx)
     os.environ.setdefault("OMP_NUM_THREADS", str(cpus))
+    if not ray.get_gpu_ids():  # a trial that asked for no GPU takes none from those that did
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
     ctx.threads = cpus
     node = ray.get_runtime_context().get_node_id()
     metric, y_val = ctx.metric, ctx.y_val
