@@ -102,7 +102,7 @@ def _versions() -> dict[str, str]:
         "scikit-learn",
         "lightgbm",
         "keras",
-        "tensorflow-cpu",
+        "tensorflow",
         "numpy",
         "pandas",
     ):
