@@ -394,9 +394,9 @@ def memory(trials: int, threads: int, workdir: Path) -> str:
 def epoch_speed(npz: str, threads: int, rows: int = 10_000) -> str:
     """Seconds per epoch on 60,000 images of `cnn.yaml`'s default network (every parameter at
     its default, subsample 1) under the CPU settings that could speed it up: how Keras is fed
-    (NumPy arrays, or tf.data with prefetch), XLA (`jit_compile`), the batch size and
-    TensorFlow's thread pools. Each variant trains two epochs on `rows` images; the second
-    (traced, warm) is timed and scaled to 60,000."""
+    (NumPy arrays, or tf.data with prefetch), XLA (`jit_compile`) and the batch size; the
+    thread pools are `import_keras`'s, sized to `threads`. Each variant trains two epochs on
+    `rows` images; the second (traced, warm) is timed and scaled to 60,000."""
     import tensorflow as tf
 
     from automl.models import FAMILIES, BuildContext
