@@ -87,9 +87,15 @@ def refit_rows(run: RunDir, data: DataSource | None = None) -> Rows:
     )
 
 
-def refit_params(params: dict[str, Any], stopped_at: list[dict[str, Any]]) -> dict[str, Any]:
+def refit_params(
+    params: dict[str, Any], stopped_at: list[dict[str, Any]], inherited_epochs: int = 0
+) -> dict[str, Any]:
     """The trial's configuration with the counts its early stopping chose: the mean over its
-    folds for whole numbers (iterations, epochs), the first fold's for anything else."""
+    folds for whole numbers (iterations, epochs), the first fold's for anything else.
+
+    A network trained on a share of the rows (`subsample`) is refit on all of them; one that
+    continued from a lower rung's weights (`search.promotion`) trains from scratch for the
+    epochs those weights had (`inherited_epochs`) and its own."""
     out = dict(params)
     for key in {k for fold in stopped_at for k in fold}:
         values = [fold[key] for fold in stopped_at if key in fold]
@@ -97,7 +103,20 @@ def refit_params(params: dict[str, Any], stopped_at: list[dict[str, Any]]) -> di
             out[key] = max(1, int(round(float(np.mean(values)))))
         else:
             out[key] = values[0]
+    if "subsample" in out and "epochs" in out:  # a network's share of the rows
+        out["subsample"] = 1.0
+    if inherited_epochs and "epochs" in out:
+        out["epochs"] = int(out["epochs"]) + int(inherited_epochs)
     return out
+
+
+def refit_scale(params: dict[str, Any], stopped_at: list[dict[str, Any]], inherited: int) -> float:
+    """How much longer a network's refit trains than the fit it was measured on: every row
+    instead of its `subsample` share, and the inherited epochs besides its own."""
+    own = refit_params(params, stopped_at)
+    full = refit_params(params, stopped_at, inherited)
+    epochs = float(full.get("epochs", 1)) / max(1.0, float(own.get("epochs", 1)))
+    return epochs / max(float(params.get("subsample", 1.0)), 1e-9)
 
 
 def refit_trial(run: RunDir, number: int, rows: Rows, threads: int | None = None) -> float:
@@ -107,7 +126,9 @@ def refit_trial(run: RunDir, number: int, rows: Rows, threads: int | None = None
     directory = run.trial_dir(number)
     config = read_json(verify(directory, "config.json"))
     family = FAMILIES[config["family"]]
-    params = refit_params(config["params"], config.get("stopped_at") or [])
+    params = refit_params(
+        config["params"], config.get("stopped_at") or [], config.get("inherited_epochs", 0)
+    )
     start = time.perf_counter()
     encoder = fit_encoder(family.encoding, rows.schema, rows.x)
     x = transform(encoder, rows.x)

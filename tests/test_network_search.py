@@ -277,3 +277,142 @@ def test_the_median_rule_compares_a_trial_with_its_own_family_and_fidelity() -> 
     assert pruner.prune(study, slow_cnn)  # worse than the CNNs' median at epoch 3
     assert not pruner.prune(study, trial("cnn", [2.0, 1.5], TrialState.RUNNING))  # warm-up
     assert not pruner.prune(study, trial("cnn", [1.0, 0.7, 0.45], TrialState.RUNNING))
+
+
+RUNG_CNN = """family: cnn
+params:
+  block: {type: categorical, choices: [residual, inception, separable], default: residual}
+  stem_filters: {type: fixed, value: 8}
+  n_stages: {type: fixed, value: 2}
+  blocks_per_stage: {type: fixed, value: 1}
+  subsample: {type: categorical, choices: [0.5, 1.0], default: 0.5}
+  batch_norm: {type: fixed, value: false}
+  learning_rate: {type: fixed, value: 0.005}
+  epochs: {type: fixed, value: 4}
+  batch_size: {type: fixed, value: 32}
+  patience: {type: fixed, value: 5}
+"""
+
+# Three architectures on half the rows first: the fourth trial is the best one's promotion.
+RUNG_BUNDLE = """bundle: rungs
+include: [rung_cnn.yaml]
+portfolio:
+  - {family: cnn, block: residual}
+  - {family: cnn, block: inception}
+  - {family: cnn, block: separable}
+"""
+
+
+def test_asha_promotes_the_top_third_of_a_rung_once_highest_rung_first() -> None:
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from automl.search.promotion import PROMOTED_FROM_ATTR, next_promotion
+    from automl.space import SearchSpace
+
+    space = SearchSpace.from_dict(
+        {"family": "cnn", "params": {"subsample": {"type": "categorical",
+                                                   "choices": [0.25, 0.5, 1.0]}}}
+    )  # fmt: skip
+    share = CategoricalDistribution([0.25, 0.5, 1.0])
+
+    def trial(value: float | None, subsample: float, **attrs: Any) -> Any:
+        return create_trial(
+            state=TrialState.COMPLETE if value is not None else TrialState.RUNNING,
+            value=value,
+            params={"family": "cnn", "cnn.subsample": subsample},
+            distributions={"family": CategoricalDistribution(["cnn"]), "cnn.subsample": share},
+            user_attrs=attrs,
+        )
+
+    study = optuna.create_study(direction="minimize")
+    for value in (0.9, 0.5, 0.7):
+        study.add_trial(trial(value, 0.25))
+    assert next_promotion(study.get_trials(), space, minimize=True) == (
+        {"family": "cnn", "cnn.subsample": 0.5},
+        {PROMOTED_FROM_ATTR: 1},  # 0.5 is the best of three: the top third
+    )
+    study.add_trial(trial(None, 0.5, **{PROMOTED_FROM_ATTR: 1}))  # promoted, still running
+    assert next_promotion(study.get_trials(), space, minimize=True) is None  # once only
+    for value in (0.4, 0.45, 0.5):
+        study.add_trial(trial(value, 0.5))
+    for value in (0.6, 0.8, 0.3):  # six at 0.25: its top two are #9 and #1 (taken)
+        study.add_trial(trial(value, 0.25))
+    # Three done at 0.5 (#3 is running): #4 goes to every row before #9 goes to half.
+    assert next_promotion(study.get_trials(), space, minimize=True) == (
+        {"family": "cnn", "cnn.subsample": 1.0},
+        {PROMOTED_FROM_ATTR: 4},
+    )
+    assert next_promotion(study.get_trials(), space, minimize=False)[1] == {PROMOTED_FROM_ATTR: 6}
+    study.add_trial(trial(None, 1.0, **{PROMOTED_FROM_ATTR: 4}))
+    assert next_promotion(study.get_trials(), space, minimize=True)[1] == {PROMOTED_FROM_ATTR: 9}
+
+
+def test_a_promoted_trial_continues_from_its_rung_and_its_refit_saw_every_row(
+    tmp_path: Path,
+) -> None:
+    import joblib
+
+    from automl.data import load_dataset
+    from automl.io import read_json
+    from automl.models import FAMILIES, BuildContext
+    from automl.models.keras_base import load_network
+    from automl.preprocess import transform
+    from automl.refit import refit_members, refit_rows
+    from automl.run import ENCODER_FILE, RunDir
+    from automl.search.loop import run_search
+
+    with np.load(shared("fashion_mnist_train.npz")) as archive:
+        np.savez(tmp_path / "fashion.npz", x=archive["x"][:500], y=archive["y"][:500])
+    write_space(tmp_path, "rung_cnn.yaml", RUNG_CNN)
+    bundle = write_space(tmp_path, "rungs.yaml", RUNG_BUNDLE)
+    lines: list[str] = []
+    summary = run_search(
+        data=str(tmp_path / "fashion.npz"), target="y", out=tmp_path / "run",
+        spaces=[str(bundle)], trials=4, threads=2, pruner="none", progress=lines.append,
+    )  # fmt: skip
+    run = RunDir(summary.run_dir)
+    board = pd.read_csv(run.path / "leaderboard.csv")
+    assert len(board) == 4 and (board.status == "complete").all()
+    board["number"] = board.name.str[1:5].astype(int)
+    rung = board[board.number < 3]
+    best = int(rung.sort_values("val_score").number.iloc[0])  # log-loss: lower is better
+    promoted = read_json(run.trial_dir(3) / "config.json")
+    parent = read_json(run.trial_dir(best) / "config.json")
+    assert promoted["continued_from"] == best
+    assert promoted["params"] == parent["params"] | {"subsample": 1.0}
+    assert promoted["inherited_epochs"] == parent["stopped_at"][0]["epochs"]
+    assert any(f"promoting trial {best} (cnn)" in line for line in lines)
+    # It starts ahead of where its rung started, and ends better than its rung ended.
+    curves = [pd.read_csv(run.trial_dir(n) / "history.csv").val_loss for n in (best, 3)]
+    assert curves[1].iloc[0] < curves[0].iloc[0]
+    assert board.set_index("number").val_score[3] < rung.val_score.min()
+
+    # Continuing means starting where the rung ended: before any training, the promoted
+    # network predicts exactly what the rung's saved network predicts.
+    data = load_dataset(str(tmp_path / "fashion.npz"), "y", seed=0)
+    x = transform(joblib.load(run.trial_dir(best) / ENCODER_FILE), data.x_val)
+    layout = read_json(run.trial_dir(best) / "keras_meta.json")["layout"]
+    ctx = BuildContext(task="multiclass", n_classes=10, layout=layout,
+                       warm_start=run.trial_dir(best))  # fmt: skip
+    network = FAMILIES["cnn"].build(promoted["params"], ctx)
+    network.build(x)
+    assert network.start_from(run.trial_dir(best)) > 5  # stem, blocks, batch norms, head
+    rung_network = load_network(run.trial_dir(best))
+    np.testing.assert_allclose(network.predict(x), rung_network.predict(x), atol=1e-5)
+    fresh = FAMILIES["cnn"].build(promoted["params"], BuildContext(task="multiclass",
+                                  n_classes=10, layout=layout))  # fmt: skip
+    fresh.build(x)
+    assert not np.allclose(fresh.predict(x), rung_network.predict(x), atol=1e-3)
+
+    # The refit trains from scratch on every row (the rung's half included) for the epochs
+    # its weights had in all: the rung's and its own.
+    assert refit_members(run, [3]) == {3: "refit"}
+    refit = read_json(run.refit_dir(3) / "refit.json")
+    assert refit["rows"] == len(refit_rows(run).y) == 500
+    own = promoted["stopped_at"][0]["epochs"]
+    assert refit["params"]["epochs"] == own + promoted["inherited_epochs"]
+    assert refit["params"]["subsample"] == 1.0
+    history = pd.read_csv(run.refit_dir(3) / "history.csv")
+    assert len(history) == refit["params"]["epochs"]

@@ -30,6 +30,8 @@ class BuildContext:
     # Further targets, as (name, task, n_classes): networks grow a head for each.
     others: tuple[tuple[str, str, int], ...] = ()
     on_epoch: Callable[[int, np.ndarray], None] | None = None  # per-epoch validation predictions
+    # A saved network of the same architecture to start from (a promoted trial's lower rung).
+    warm_start: Path | None = None
 
 
 class Model(Protocol):

@@ -130,6 +130,7 @@ class KerasNetwork(abc.ABC):
         self.log_dir = ctx.log_dir
         self.work_dir = ctx.work_dir
         self.on_epoch = ctx.on_epoch
+        self.warm_start = ctx.warm_start
         self.layout: dict[str, Any] = dict(ctx.layout or {})
         self.others: list[tuple[str, str, int]] = [(o[0], o[1], int(o[2])) for o in ctx.others]
         self.y_mean = 0.0
@@ -189,6 +190,29 @@ class KerasNetwork(abc.ABC):
         )
         return model
 
+    def start_from(self, directory: Path) -> int:
+        """Take the trained weights of the network saved in `directory` (the same
+        architecture: a promoted trial's lower rung), layer by layer by name; the number of
+        layers taken. The optimizer starts afresh: the new rung has its own schedule."""
+        import keras
+
+        saved = keras.saving.load_model(verify(Path(directory), MODEL_FILE), safe_mode=True)
+        taken = 0
+        for layer in saved.layers:
+            weights = layer.get_weights()
+            if not weights:
+                continue
+            try:
+                target = self.trained.get_layer(layer.name)
+            except ValueError:
+                continue
+            if [w.shape for w in target.get_weights()] == [w.shape for w in weights]:
+                target.set_weights(weights)
+                taken += 1
+        if not taken:
+            raise TrialFailed(f"{directory}: no layer of its network fits this architecture")
+        return taken
+
     def _targets(self, y: np.ndarray, fit: bool = False) -> Any:
         """Encoded targets by output name; `y` has one column per target when there are
         further targets (the objective first)."""
@@ -239,6 +263,8 @@ class KerasNetwork(abc.ABC):
         keras.utils.set_random_seed(self.seed)
         x, y = self._subsample(x, np.asarray(y))
         self.build(x)
+        if self.warm_start is not None:
+            self.start_from(self.warm_start)
         y = self._targets(y, fit=True)
         if x_val is None:  # a refit on every row: the epochs given, nothing to stop on
             return self._fit_all(keras, x, y, deadline, imported)

@@ -20,6 +20,7 @@ from automl.search.budget import Measured, Rows, after_search_seconds
 from automl.search.evaluate import TrialContext, TrialResult
 from automl.search.outcome import TrialOutcome
 from automl.search.progress import Progress, status_line
+from automl.search.promotion import PROMOTED_FROM_ATTR, WARM_START_KEY, next_promotion
 from automl.search.proposers import BACKENDS
 from automl.space import EPOCHS_ATTR, EPOCHS_KEY, SearchSpace
 
@@ -67,6 +68,7 @@ class SearchSettings:
     live: Progress | None = None
     pruner: str = "median"
     max_failures_in_a_row: int | None = None  # stop after this many failed trials in a row
+    promote: bool = True  # successive halving of networks over rows (`search.promotion`)
 
 
 class StudyDriver:
@@ -93,6 +95,8 @@ class StudyDriver:
         make = BACKENDS[backend].make
         minimize = not ctx.metric.greater_is_better
         self.proposer = make(space, sampler, ctx.seed, minimize, run.path) if make else None
+        # Successive halving of networks over rows: optuna's samplers, one holdout split.
+        self.promote = self.proposer is None and not ctx.cv and settings.promote
         self.spent_before = float(study.user_attrs.get(SPENT_ATTR, 0.0))
         self.session_start = started
         if time_budget is not None:
@@ -221,18 +225,35 @@ class StudyDriver:
             return 0.0
         return float(sorted(self.durations)[len(self.durations) // 2])
 
+    def _enqueue_promotion(self) -> bool:
+        """Queue the next network promoted to more rows (`search.promotion`), if one is due."""
+        chosen = next_promotion(
+            self.study.get_trials(deepcopy=False), self.space, not self.metric.greater_is_better
+        )
+        if chosen is None:
+            return False
+        flat, attrs = chosen
+        self.study.enqueue_trial(flat, user_attrs=attrs)
+        self.say(
+            f"promoting trial {attrs[PROMOTED_FROM_ATTR]} ({flat['family']}) to the next rung: "
+            "more rows, starting from its weights"
+        )
+        return True
+
     def ask(self) -> tuple[Any, dict[str, Any]]:
         from optuna.trial import TrialState
 
         study = self.study
-        if self.proposer is not None and not study.get_trials(
-            deepcopy=False, states=(TrialState.WAITING,)
-        ):
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        promoted = not waiting and self.promote and self._enqueue_promotion()
+        if not waiting and not promoted and self.proposer is not None:
             self.proposer.enqueue(study)
         trial = study.ask()
         flat = self.space.suggest(trial)
         if EPOCHS_ATTR in trial.user_attrs:  # a proposer's epoch budget (Hyperband's rungs)
             flat[EPOCHS_KEY] = trial.user_attrs[EPOCHS_ATTR]
+        if PROMOTED_FROM_ATTR in trial.user_attrs:  # continues from the lower rung's weights
+            flat[WARM_START_KEY] = int(trial.user_attrs[PROMOTED_FROM_ATTR])
         set_user_attrs(
             study,
             trial._trial_id,

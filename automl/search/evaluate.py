@@ -24,6 +24,8 @@ from automl.errors import TrialFailed
 from automl.folds import fold_rows
 from automl.io import (
     MANIFEST,
+    read_json,
+    verify,
     write_bytes_atomic,
     write_json_atomic,
     write_manifest,
@@ -33,7 +35,9 @@ from automl.metrics import EXTRA_METRICS, METRICS, Metric, get_metric
 from automl.models import FAMILIES, BuildContext, Family
 from automl.models.per_target import PerTarget
 from automl.preprocess import fit_encoder, layout, transform
+from automl.refit import refit_scale
 from automl.run import ENCODER_FILE, RunDir, fold_name
+from automl.search.promotion import WARM_START_KEY
 from automl.space import EPOCHS_KEY, SearchSpace
 from automl.tensorboard import TENSORBOARD_DIR, write_hparams
 
@@ -277,6 +281,19 @@ def _cross_fit(
     )
 
 
+def _continued_from(flat: dict[str, Any], family: Family, ctx: TrialContext) -> dict[str, Any]:
+    """For a network promoted from a lower rung: the trial it continues from and the epochs
+    its weights had already trained (the lower rungs' own and inherited ones), which a refit
+    from scratch adds to its own."""
+    if WARM_START_KEY not in flat or not family.uses_keras or ctx.cv:
+        return {}
+    number = int(flat[WARM_START_KEY])
+    parent = read_json(verify(ctx.run.trial_dir(number), "config.json"))
+    epochs = sum(int(s.get("epochs", 0)) for s in parent.get("stopped_at") or [])
+    inherited = epochs + int(parent.get("inherited_epochs", 0))
+    return {"continued_from": number, "inherited_epochs": inherited}
+
+
 def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResult:
     config = ctx.space.config(flat)
     family = FAMILIES[config.family]
@@ -299,8 +316,15 @@ def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResul
         layout=layout(encoded[0]),
         others=tuple((o.name, o.task, len(o.target.classes)) for o in data.others),
     )
+    continued = _continued_from(flat, family, ctx)
+    if continued:
+        build_ctx = replace(build_ctx, warm_start=ctx.run.trial_dir(continued["continued_from"]))
     fit = _cross_fit if ctx.cv else _fit_once
     fitted = fit(family, config.params, build_ctx, ctx, encoded, trial_dir)
+    if family.uses_keras and fitted.refit_seconds is not None:  # every row, inherited epochs
+        fitted.refit_seconds *= refit_scale(
+            config.params, fitted.stopped_at, continued.get("inherited_epochs", 0)
+        )
     val_pred, test_pred = fitted.val_pred, fitted.test_pred
     y_val = ctx.y_val
     check_predictions(val_pred, len(y_val), data.task, n_classes)
@@ -340,7 +364,8 @@ def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResul
             "params": config.params,
             "folds": ctx.cv or None,
             "stopped_at": fitted.stopped_at,
-        },
+        }
+        | continued,
     )
     names = [*fitted.files, ENCODER_FILE, "val_pred.npy", "test_pred.npy", "config.json"]
     names += other_files
