@@ -208,3 +208,37 @@ def test_a_refit_is_reserved_for_its_fit_its_save_and_loading_it_again() -> None
 
     assert refit_cost(10.0, Boosted(), 1.5) == pytest.approx(2.5 + 3.0)
     assert refit_cost(10.0, object(), 0.5) == pytest.approx(10.0 + 1.0)  # no early stopping
+
+
+def test_the_refit_reserve_is_capped_so_slow_networks_leave_the_search_time() -> None:
+    """Five network refits of 450 s each would take more than a 30-minute budget: the
+    reserve keeps at most 40% of it for refits; cheap refits are reserved in full."""
+    from automl.search.budget import (
+        ENSEMBLE_SECONDS,
+        MARGIN_SHARE,
+        REFIT_SHARE,
+        Measured,
+        Rows,
+        after_search_seconds,
+    )
+
+    rows = Rows(train=40_000, fit=40_000, refit=60_000, folds=0)
+    networks = [Measured(0.3 + i / 100, 500.0, 2.0, True, 300.0) for i in range(5)]
+    rest = 8.0 + 5 * 2.0 + ENSEMBLE_SECONDS + 2.2e-5 * 40_000 * 5 + MARGIN_SHARE * 1800
+    assert after_search_seconds(networks, rows, 1800, False) == pytest.approx(
+        REFIT_SHARE * 1800 + rest
+    )
+    trees = [Measured(0.3, 4.0, 0.1, False, 2.0)]
+    cheap = after_search_seconds(trees, Rows(1000, 1000, 1500, 0), 120, False)
+    assert cheap == pytest.approx(3.0 + 0.1 + ENSEMBLE_SECONDS + 2.2e-5 * 1000 + 2.4)
+
+
+def test_a_network_refit_is_measured_on_every_row_and_its_inherited_epochs() -> None:
+    """A network that trained on a quarter of the rows for 6 kept epochs, continuing from a
+    rung's 4: its refit trains on every row for 10 epochs, 4 x 10 / 6 its measured fit."""
+    from automl.refit import refit_params, refit_scale
+
+    params = {"epochs": 20, "subsample": 0.25, "learning_rate": 0.01}
+    assert refit_params(params, [{"epochs": 6}], 4) == params | {"epochs": 10, "subsample": 1.0}
+    assert refit_scale(params, [{"epochs": 6}], 4) == pytest.approx(4 * 10 / 6)
+    assert refit_scale({"epochs": 20}, [{"epochs": 6}], 0) == 1.0  # every row, own epochs
