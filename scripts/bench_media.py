@@ -1,11 +1,12 @@
 """The image and text parts of ../shared/BENCHMARK.md, run by `scripts/benchmark.py`.
 
-Images: Fashion-MNIST's train file, the last 10,000 images held out as the test part. One
-search of the full budget on the rest with `search_spaces/images.yaml`; the test accuracy
-"after T minutes" is that of the model the search would have handed over at T: the best
-trial by validation among those finished by then (and, at the end, the ensemble). Beside it,
-in the same script: an MLP (our `mlp` family's defaults) and LightGBM with default parameters
-on the pixels.
+Images: Fashion-MNIST's train file, the last 10,000 images held out as the test part. Each
+job is the whole timed job a user runs (`run_ours`: a search given no space, so the data choose
+the image bundle, with the job's time budget; the ensembles; the refit of the chosen members on
+every training image; predicting), on the first N training images. Beside the job's answer:
+the test accuracy "after T minutes" of the best trial by validation among those finished by
+then, the trials per family, the promotions and the best architecture; then an MLP (our `mlp`
+family's defaults) and LightGBM with default parameters on the pixels.
 
 Text: sms_spam, split 80/20 (stratified, seed 0). A search with `search_spaces/text.yaml`;
 ROC AUC on test of the best text network, the best single model and the ensemble, beside
@@ -157,99 +158,145 @@ def image_ensembles(npz: str, minutes: float, rows: int, threads: int, workdir: 
     return "\n".join(lines) + "\n"
 
 
-def images(npz: str, minutes: list[float], threads: int, workdir: Path) -> str:
-    """Fashion-MNIST: test accuracy at each of `minutes`, next to an MLP and LightGBM."""
+def _image_job(npz: str, minutes: float, rows: int, threads: int, workdir: Path) -> list[str]:
+    """One timed job (search, ensembles, refit on every training image, predict) of `minutes`
+    on the first `rows` training images, tested on the last 10,000: its report section."""
+    from benchmark import run_ours
+    from sklearn.metrics import accuracy_score, log_loss
+
+    from automl.io import read_json
+    from automl.run import RunDir
+
+    with np.load(npz) as archive:
+        x, y = archive["x"], archive["y"]
+    x_train, y_train, x_test, y_test = x[:-10000][:rows], y[:-10000][:rows], x[-10000:], y[-10000:]
+    job = workdir / f"job-{minutes:g}min-{rows}"
+    job.mkdir()
+    train, test = job / "train.npz", job / "test.npz"
+    np.savez(train, x=x_train, y=y_train)
+    np.savez(test, x=x_test, y=y_test)
+    budget = 60 * minutes
+    print(f"[fashion-mnist] {len(y_train)} train / {len(y_test)} test, {budget:.0f}s", flush=True)
+    run_dir = job / "run"
+    ours = run_ours(str(train), str(test), "y", None, budget, str(run_dir), threads)
+    trials = _completed(run_dir)
+    run = RunDir(run_dir)
+    started = min(trials.finished - trials.fit_seconds) if len(trials) else time.time()
+    lines = [
+        f"## {minutes:g} minutes, {len(y_train):,} training images",
+        "",
+        f"The whole job in {minutes:g} minutes: `run_search` with no space given (the data "
+        "choose the image bundle) and a time budget of the job, the ensembles, the refit of the "
+        "chosen members on every training image, and predicting the 10,000 test images. "
+        f"It took {ours['seconds']:.0f} s ({ours['parts']}).",
+        "",
+        "| model | test accuracy | test log-loss |",
+        "|---|---|---|",
+    ]
+    for key, label in (
+        ("best", "ours: `best`, refit on every training image (the job's answer)"),
+        ("best_before_refit", "ours: `best` with its search-time models"),
+        ("best_single", "ours: best single trial by validation (search-time model)"),
+    ):
+        proba = ours[key]
+        lines.append(
+            f"| {label} ({ours[key + '_name']}) | {accuracy_score(y_test, proba.argmax(1)):.4f} | "
+            f"{log_loss(y_test, proba, labels=list(range(10))):.4f} |"
+        )
+    lines += ["", "Accuracy against minutes (best trial by validation among those finished "
+              "by then; search-time models, no ensemble):", "",
+              "| after | test accuracy | trial |", "|---|---|---|"]  # fmt: skip
+    for limit in sorted({m for m in (1, 2, 5, 10, 15, 20, 30) if m <= minutes} | {minutes}):
+        best = _pick(trials, started + 60 * limit, greater_is_better=False)
+        lines.append(
+            f"| {limit:g} min | {best.test_accuracy:.4f} | #{best.number} {best.family} |"
+            if best is not None
+            else f"| {limit:g} min | - | none finished |"
+        )
+    promoted = [
+        (n, read_json(run.trial_dir(n) / "config.json").get("continued_from"))
+        for n in trials.number
+    ]
+    climbs = [f"#{n} from #{p}" for n, p in promoted if p is not None]
+    lines += [
+        "",
+        f"Trials: {ours['trials']} completed, {ours['failed']} failed. By family: "
+        + ", ".join(f"{k} {v}" for k, v in trials.family.value_counts().items())
+        + ". Promoted to a higher rung (continuing from its weights): "
+        + (", ".join(climbs) or "none")
+        + ".",
+    ]
+    best_cnn = _pick(trials[trials.family == "cnn"], float("inf"), greater_is_better=False)
+    if best_cnn is not None:
+        lines.append(
+            f"Best architecture (CNN): #{best_cnn.number}, val log-loss {best_cnn.val_score:.4f}, "
+            f"test accuracy {best_cnn.test_accuracy:.4f} (search-time), {best_cnn.n_params} "
+            f"weights, {best_cnn.fit_seconds:.0f} s to train: `{json.dumps(best_cnn.params)}`"
+        )
+    refits = sorted(run.path.glob("trials/*/refit/refit.json"))
+    for path in refits:
+        info = read_json(path)
+        lines.append(
+            f"Refit {path.parent.parent.name}: {info['family']} on {info['rows']:,} rows, "
+            f"{info['params'].get('epochs', '-')} epochs, {info['seconds']:.0f} s."
+        )
+    lines += ["", "Every completed trial:", "", _trial_table(trials), ""]
+    return lines
+
+
+def _image_baselines(npz: str, threads: int) -> list[str]:
+    """An MLP (our `mlp` family's defaults) and LightGBM's defaults on the pixels, on the same
+    50,000 / 10,000 split, as a user would run them by hand."""
     import lightgbm
     from sklearn.metrics import accuracy_score, log_loss
 
     with np.load(npz) as archive:
         x, y = archive["x"], archive["y"]
     x_train, y_train, x_test, y_test = x[:-10000], y[:-10000], x[-10000:], y[-10000:]
-    train, test = workdir / "train.npz", workdir / "test.npz"
-    np.savez(train, x=x_train, y=y_train)
-    np.savez(test, x=x_test, y=y_test)
-    budget = 60 * max(minutes)
-    print(f"[fashion-mnist] {len(y_train)} train / {len(y_test)} test, {budget:.0f}s", flush=True)
-    space = str(ROOT / "search_spaces" / "images.yaml")
-    run = workdir / "fashion_run"
-    ours = _search_and_ensemble(
-        str(train), str(test), "y", space, budget, run, threads,
-        ("greedy", "optimized", "stacking"),
-    )  # fmt: skip
-    trials = _completed(run)
-
-    lines = [
-        "# Fashion-MNIST (images)",
-        "",
-        f"Train: first 50,000 images of `{Path(npz).name}` (our search splits off 20% of them "
-        "for validation); test: the last 10,000. "
-        f"{threads} CPU threads, no GPU. Command: `python scripts/benchmark.py --images {npz} "
-        f"--minutes {' '.join(str(m) for m in minutes)}`.",
-        "",
-        "| system | after | test accuracy | test log-loss | model |",
-        "|---|---|---|---|---|",
-    ]
-    for limit in minutes:
-        best = _pick(trials, ours["started"] + 60 * limit, greater_is_better=False)
-        if best is None:
-            lines.append(f"| ours, best single | {limit:g} min | - | - | no trial finished |")
-            continue
-        lines.append(
-            f"| ours, best single by validation | {limit:g} min | {best.test_accuracy:.4f} | "
-            f"{best.test_score:.4f} | #{best.number} {best.family} |"
-        )
-    for name, ens in ours["ensembles"].items():
-        accuracy = accuracy_score(y_test, ens["test_pred"].argmax(1))
-        lines.append(
-            f"| ours, ensemble ({name}) | {max(minutes):g} min + ensemble | "
-            f"{accuracy:.4f} | {ens['test_score']:.4f} | "
-            f"{len(ens['weights'])} members |"
-        )
-
-    # Baselines on the same split, run by hand as a user would.
     n_val = len(y_train) // 5  # the share our search holds out for validation
     x_fit = x_train[:-n_val].reshape(len(y_train) - n_val, -1) / 255.0
     x_val = x_train[-n_val:].reshape(n_val, -1) / 255.0
     x_flat_test = x_test.reshape(len(y_test), -1) / 255.0
+    lines = ["## Baselines on the 50,000 / 10,000 split", ""]
+    lines += ["| system | minutes | test accuracy | test log-loss |", "|---|---|---|---|"]
     start = time.time()
     mlp = _keras_mlp_baseline(x_fit, y_train[:-n_val], x_val, y_train[-n_val:], threads)
     proba = mlp.predict(x_flat_test)
-    mlp_seconds = time.time() - start
     lines.append(
-        f"| MLP (2x128, Adam, early stopping) | {mlp_seconds / 60:.1f} min | "
-        f"{accuracy_score(y_test, proba.argmax(1)):.4f} | {log_loss(y_test, proba):.4f} | "
-        f"{mlp.count_params()} weights |"
+        f"| MLP (2x128, Adam, early stopping) | {(time.time() - start) / 60:.1f} | "
+        f"{accuracy_score(y_test, proba.argmax(1)):.4f} | {log_loss(y_test, proba):.4f} |"
     )
     start = time.time()
     gbm = lightgbm.LGBMClassifier(n_jobs=threads, verbosity=-1, random_state=0)
     gbm.fit(x_train.reshape(len(y_train), -1), y_train)
     proba = gbm.predict_proba(x_test.reshape(len(y_test), -1))
-    gbm_seconds = time.time() - start
     lines.append(
-        f"| LightGBM defaults on pixels | {gbm_seconds / 60:.1f} min | "
-        f"{accuracy_score(y_test, proba.argmax(1)):.4f} | {log_loss(y_test, proba):.4f} | "
-        "100 rounds |"
+        f"| LightGBM defaults on pixels | {(time.time() - start) / 60:.1f} | "
+        f"{accuracy_score(y_test, proba.argmax(1)):.4f} | {log_loss(y_test, proba):.4f} |"
     )
+    return [*lines, ""]
 
-    best = _pick(trials, float("inf"), greater_is_better=False)
-    best_cnn = _pick(trials[trials.family == "cnn"], float("inf"), greater_is_better=False)
-    lines += [
+
+def images(
+    npz: str, jobs: list[tuple[float, int]], threads: int, workdir: Path, baselines: bool = True
+) -> str:
+    """Fashion-MNIST: for each (minutes, training images) job, the test accuracy of what the
+    whole timed job hands over, accuracy against minutes, trials per family, the best
+    architecture; then an MLP and LightGBM on the same split."""
+    spec = " ".join(f"{m:g}:{r}" for m, r in jobs)
+    lines = [
+        "# Fashion-MNIST (images)",
         "",
-        f"Search: {ours['trials']} trials completed, {ours['failed']} failed, "
-        f"{ours['search_seconds']:.0f} s. Trials by family: "
-        + ", ".join(f"{k} {v}" for k, v in trials.family.value_counts().items())
-        + ".",
+        f"Train: the first N of the first 50,000 images of `{Path(npz).name}` (the search holds "
+        "20% of them out for validation; the refit learns from all N); test: the last 10,000, "
+        f"never fitted on. {threads} CPU threads, no GPU. Command: `python scripts/benchmark.py "
+        f"--images {npz} --image-jobs {spec}`.",
         "",
     ]
-    if best is not None:
-        lines.append(f"Best single model: #{best.number} {best.family} `{json.dumps(best.params)}`")
-    if best_cnn is not None:
-        lines.append(
-            f"Best architecture (CNN): #{best_cnn.number}, val log-loss {best_cnn.val_score:.4f}, "
-            f"test accuracy {best_cnn.test_accuracy:.4f}, {best_cnn.n_params} weights, "
-            f"{best_cnn.fit_seconds:.0f} s to train: `{json.dumps(best_cnn.params)}`"
-        )
-    lines += ["", "Every completed trial:", "", _trial_table(trials)]
+    for minutes, rows in jobs:
+        lines += _image_job(npz, minutes, rows, threads, workdir)
+    if baselines:
+        lines += _image_baselines(npz, threads)
     return "\n".join(lines) + "\n"
 
 

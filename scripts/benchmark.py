@@ -5,7 +5,7 @@
         ../shared/data/wine_quality.csv.gz:quality:regression
     python scripts/benchmark.py --ensemble-timing   # fit seconds, 10-200 members x 10k-100k rows
     python scripts/benchmark.py --executors --budget 120   # overhead per trial; Ray scaling
-    python scripts/benchmark.py --images ../shared/data/fashion_mnist_train.npz --minutes 10 30
+    python scripts/benchmark.py --images ../shared/data/fashion_mnist_train.npz  # 5 and 30 min
     python scripts/benchmark.py --text ../shared/data/sms_spam.csv.gz:label --text-budget 300
     python scripts/benchmark.py --memory 50   # RSS over 50 consecutive Keras trials
     python scripts/benchmark.py --scaling     # search cost vs rows/columns; predict on 1M rows
@@ -722,7 +722,16 @@ def main() -> int:
     parser.add_argument(
         "--images", help="Fashion-MNIST-like .npz: test accuracy after --minutes (images part)"
     )
-    parser.add_argument("--minutes", type=float, nargs="+", default=[10.0, 30.0])
+    parser.add_argument(
+        "--image-jobs",
+        nargs="+",
+        default=["5:20000", "30:50000"],
+        metavar="MINUTES:IMAGES",
+        help="each a whole timed job on the first IMAGES training images (with --images)",
+    )
+    parser.add_argument(
+        "--no-baselines", action="store_true", help="leave out the MLP and LightGBM baselines"
+    )
     parser.add_argument("--text", help="PATH:TARGET of a text CSV such as sms_spam (text part)")
     parser.add_argument("--text-budget", type=float, default=300.0)
     parser.add_argument(
@@ -795,7 +804,11 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="automl-media-") as workdir:
             if args.images:
                 out = Path(args.out) / "fashion_mnist.md"
-                out.write_text(images(args.images, args.minutes, args.threads, Path(workdir)))
+                jobs = [(float(j.split(":")[0]), int(j.split(":")[1])) for j in args.image_jobs]
+                report = images(
+                    args.images, jobs, args.threads, Path(workdir), not args.no_baselines
+                )
+                out.write_text(report)
                 print(out.read_text(), flush=True)
             if args.text:
                 out = Path(args.out) / "sms_spam.md"

@@ -416,3 +416,25 @@ def test_a_promoted_trial_continues_from_its_rung_and_its_refit_saw_every_row(
     assert refit["params"]["subsample"] == 1.0
     history = pd.read_csv(run.refit_dir(3) / "history.csv")
     assert len(history) == refit["params"]["epochs"]
+
+
+def test_an_image_search_given_no_space_tries_the_default_cnn_first(tmp_path: Path) -> None:
+    """No space: the data choose the image bundle, and its first trial is `cnn.yaml`'s
+    documented default network (every row, a cosine schedule, flips)."""
+    from automl.run import RunDir
+    from automl.search.loop import run_search
+    from automl.space import SearchSpace
+
+    with np.load(shared("fashion_mnist_train.npz")) as archive:
+        np.savez(tmp_path / "fashion.npz", x=archive["x"][:300], y=archive["y"][:300])
+    lines: list[str] = []
+    run_search(data=str(tmp_path / "fashion.npz"), target="y", out=tmp_path / "run", trials=1,
+               threads=2, progress=lines.append)  # fmt: skip
+    assert any("search space: the bundled 'images' (the data are images)" in s for s in lines)
+    run = RunDir(tmp_path / "run")
+    assert "images" in run.info()["space_choice"]
+    config = json.loads((run.trial_dir(0) / "config.json").read_text())
+    defaults = SearchSpace.from_files([SPACES / "cnn.yaml"]).families["cnn"].default_params()
+    assert config["family"] == "cnn" and config["params"] == defaults
+    assert defaults["subsample"] == 1.0 and defaults["lr_schedule"] == "cosine"
+    assert len(pd.read_csv(run.trial_dir(0) / "history.csv")) >= 6  # patience 5 after the best
