@@ -20,7 +20,7 @@ from automl.search.budget import Measured, Rows, after_search_seconds
 from automl.search.evaluate import TrialContext, TrialResult
 from automl.search.outcome import TrialOutcome
 from automl.search.progress import Progress, status_line
-from automl.search.promotion import PROMOTED_FROM_ATTR, WARM_START_KEY, next_promotion
+from automl.search.promotion import PROMOTED_FROM_ATTR, WARM_START_KEY, next_promotion, rungs
 from automl.search.proposers import BACKENDS
 from automl.space import EPOCHS_ATTR, EPOCHS_KEY, SearchSpace
 
@@ -47,8 +47,17 @@ def recover_interrupted(study: Any, say: Callable[[str], None]) -> None:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        study.enqueue_trial(trial.params, user_attrs=retry_attrs(trial))
         say(f"trial {trial.number} was interrupted by the last run; it will run again")
+
+
+def retry_attrs(trial: Any) -> dict[str, Any]:
+    """The attributes of an interrupted trial's rerun: what it retries, and the rung it
+    continues from, if it was promoted."""
+    promoted = trial.user_attrs.get(PROMOTED_FROM_ATTR)
+    return {"retry_of": trial.number} | (
+        {PROMOTED_FROM_ATTR: promoted} if promoted is not None else {}
+    )
 
 
 @dataclass
@@ -95,8 +104,11 @@ class StudyDriver:
         make = BACKENDS[backend].make
         minimize = not ctx.metric.greater_is_better
         self.proposer = make(space, sampler, ctx.seed, minimize, run.path) if make else None
-        # Successive halving of networks over rows: optuna's samplers, one holdout split.
-        self.promote = self.proposer is None and not ctx.cv and settings.promote
+        # Successive halving of networks over rows: optuna's samplers, one holdout split, a
+        # space with rungs (no scan of the study per trial otherwise).
+        self.promote = (
+            self.proposer is None and not ctx.cv and settings.promote and bool(rungs(space))
+        )
         self.spent_before = float(study.user_attrs.get(SPENT_ATTR, 0.0))
         self.session_start = started
         if time_budget is not None:
@@ -350,7 +362,8 @@ class StudyDriver:
 
         trial.set_user_attr("interrupted", True)
         self.study.tell(trial, state=TrialState.FAIL)
-        self.study.enqueue_trial(flat, user_attrs={"retry_of": trial.number})
+        params = {k: v for k, v in flat.items() if k != WARM_START_KEY and k != EPOCHS_KEY}
+        self.study.enqueue_trial(params, user_attrs=retry_attrs(trial))
         self._done(trial)
         self.say(
             f"{self.label(trial, flat)} interrupted; run the same command again "
