@@ -438,3 +438,30 @@ def test_an_image_search_given_no_space_tries_the_default_cnn_first(tmp_path: Pa
     assert config["family"] == "cnn" and config["params"] == defaults
     assert defaults["subsample"] == 1.0 and defaults["lr_schedule"] == "cosine"
     assert len(pd.read_csv(run.trial_dir(0) / "history.csv")) >= 6  # patience 5 after the best
+
+
+def test_an_interrupted_promoted_trial_reruns_from_its_rung() -> None:
+    """A killed search reruns a promoted trial as a promotion again (from the same rung's
+    weights), not as a fresh network on every row."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from automl.search.driver import recover_interrupted
+    from automl.search.promotion import PROMOTED_FROM_ATTR
+
+    study = optuna.create_study(direction="minimize")
+    study.add_trial(
+        create_trial(
+            state=TrialState.RUNNING,
+            params={"family": "cnn", "cnn.subsample": 1.0},
+            distributions={"family": CategoricalDistribution(["cnn"]),
+                           "cnn.subsample": CategoricalDistribution([0.5, 1.0])},
+            user_attrs={PROMOTED_FROM_ATTR: 7},
+        )
+    )  # fmt: skip
+    lines: list[str] = []
+    recover_interrupted(study, lines.append)
+    rerun = study.ask()
+    assert rerun.user_attrs == {"retry_of": 0, PROMOTED_FROM_ATTR: 7}
+    assert lines == ["trial 0 was interrupted by the last run; it will run again"]
