@@ -17,6 +17,7 @@ import pytest
 from automl.data import Schema, infer_schema
 from automl.io import write_manifest
 from automl.models import FAMILIES, BuildContext
+from automl.models.cnn import mirrored
 from automl.preprocess import fit_encoder, layout, transform
 from tests.conftest import shared
 
@@ -226,6 +227,14 @@ def test_augmentation_transforms_in_training_only_and_reloads_in_safe_mode(
     assert [n for n in names if n in wanted] == wanted
     first = model.predict(x[:64])
     np.testing.assert_array_equal(model.predict(x[:64]), first)
+    # Trained on random mirrors, it predicts the mean over the image and its mirror: the
+    # same for an image and its mirror, unlike the bare model.
+    mirror = mirrored(x[:64], [28, 28, 1])
+    assert np.array_equal(mirror.reshape(64, 28, 28)[:, 5, ::-1], x[:64].reshape(64, 28, 28)[:, 5])
+    np.testing.assert_allclose(model.predict(mirror), first, atol=1e-6)
+    bare = [np.asarray(model.model.predict(a, verbose=0)) for a in (x[:64], mirror)]
+    assert np.abs(bare[0] - bare[1]).max() > 1e-3
+    np.testing.assert_allclose(first, (bare[0] + bare[1]) / 2, atol=1e-6)
     moved = np.asarray(model.model.get_layer("augment_translate")(x[:4].reshape(4, 28, 28, 1),
                                                                   training=True))  # fmt: skip
     assert not np.allclose(moved, x[:4].reshape(4, 28, 28, 1))  # it does transform in training

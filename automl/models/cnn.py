@@ -11,6 +11,13 @@ Augmentation is part of the searched graph: Keras' random flip, translation, rot
 contrast layers right after the reshape, each with a searched strength (0: left out). They
 transform only while training; at inference they pass pixels through, so the saved model takes
 plain pixels and predicts the same thing twice.
+
+A network trained on randomly mirrored images has learnt that a mirrored image is the same
+class, so it predicts the mean of its outputs on the image and on its mirror (test-time
+augmentation). The averaging is in `predict`, not in the graph, so that the saved model stays
+free of custom layers and loads in safe mode; every consumer of predictions (the validation
+predictions the ensemble learns on, the refit, `automl predict`) goes through it. Per-epoch
+reports (`quick`) skip it: they only rank epochs and trials.
 """
 
 from __future__ import annotations
@@ -63,8 +70,25 @@ def augmentation(h: Any, p: dict[str, Any], seed: int) -> Any:
     return h
 
 
+def mirrored(x: np.ndarray, shape: list[int]) -> np.ndarray:
+    """Flat pixel rows of (H, W, C) images, each mirrored left to right."""
+    images = np.asarray(x).reshape(len(x), *shape)
+    return np.ascontiguousarray(images[:, :, ::-1, :]).reshape(len(x), -1)
+
+
 class ConvNet(KerasNetwork):
     family = "cnn"
+
+    @property
+    def averages_mirrors(self) -> bool:
+        """Whether predictions average the image and its mirror: trained with random flips."""
+        return self.params.get("augment_flip", "none") == "horizontal"
+
+    def predict(self, x: np.ndarray, quick: bool = False) -> np.ndarray:
+        plain = super().predict(x, quick)
+        if quick or not self.averages_mirrors:
+            return plain
+        return (plain + super().predict(mirrored(x, self.layout["image_shape"]), quick)) / 2
 
     def graph(self, keras: Any, x: np.ndarray) -> tuple[Any, dict[str, Any], dict[str, float]]:
         from keras import layers
