@@ -27,23 +27,34 @@ from automl.run import ENCODER_FILE, RunDir, load_trial_model, load_trials
 
 class TrialModel:
     """One trial's encoder and model, loaded from its folder: the refit on every row when
-    `refit` and there is one, else the search's own (the mean of its folds under cv)."""
+    `refit` and there is one, else the search's own (the mean of its folds under cv).
+
+    A network's refit joins its search-time network instead of replacing it, and the trial
+    predicts the mean of the two. They are one architecture trained from different random
+    starts on different rows, so together they are an ensemble of two. A single network's
+    variance over its start makes that worth a second prediction (measured against replacing
+    in benchmarks/fashion_mnist.md). A tree or linear refit replaces its search-time model.
+    """
 
     def __init__(self, run: RunDir, number: int, family: str, refit: bool = True) -> None:
         from automl.models import FAMILIES
 
         self.refit = refit and run.has_refit(number)
+        self.parts: list[tuple[Any, Any]] = []  # (encoder, model), their predictions averaged
+        if not self.refit or FAMILIES[family].uses_keras:
+            directory = run.trial_dir(number)
+            self.parts.append(
+                (joblib.load(verify(directory, ENCODER_FILE)), load_trial_model(directory))
+            )
         if self.refit:
             directory = run.refit_dir(number)
-            self.encoder = joblib.load(verify(directory, ENCODER_FILE))
-            self.model = FAMILIES[family].load(directory)
-        else:
-            directory = run.trial_dir(number)
-            self.encoder = joblib.load(verify(directory, ENCODER_FILE))
-            self.model = load_trial_model(directory)
+            self.parts.append(
+                (joblib.load(verify(directory, ENCODER_FILE)), FAMILIES[family].load(directory))
+            )
 
     def predict(self, x: pd.DataFrame) -> np.ndarray:
-        return self.model.predict(transform(self.encoder, x))
+        preds = [model.predict(transform(encoder, x)) for encoder, model in self.parts]
+        return preds[0] if len(preds) == 1 else np.mean(preds, axis=0)
 
 
 class Predictor:

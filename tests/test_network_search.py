@@ -417,6 +417,19 @@ def test_a_promoted_trial_continues_from_its_rung_and_its_refit_saw_every_row(
     history = pd.read_csv(run.refit_dir(3) / "history.csv")
     assert len(history) == refit["params"]["epochs"]
 
+    # The refit joins the search-time network: the trial predicts the mean of the two.
+    from automl.predict import load_predictor
+
+    joined = load_predictor(run.path, "3")
+    assert joined.name == "trial 3 (refit on every row)" and joined.refit
+    search_time = load_predictor(run.path, "3", refit=False).predict_proba(data.x_val)
+    x_refit = transform(joblib.load(run.refit_dir(3) / ENCODER_FILE), data.x_val)
+    refit_alone = load_network(run.refit_dir(3)).predict(x_refit)
+    assert np.abs(search_time - refit_alone).max() > 1e-3
+    np.testing.assert_allclose(
+        joined.predict_proba(data.x_val), (search_time + refit_alone) / 2, atol=1e-6
+    )
+
 
 def test_an_image_search_given_no_space_tries_the_default_cnn_first(tmp_path: Path) -> None:
     """No space: the data choose the image bundle, and its first trial is `cnn.yaml`'s
