@@ -159,8 +159,8 @@ def image_ensembles(npz: str, minutes: float, rows: int, threads: int, workdir: 
 
 
 def _refit_replacing(run_dir: Path, test: Path) -> tuple[np.ndarray, str]:
-    """`best`'s test probabilities were each refit network to replace its search-time network
-    rather than join it (what `automl.predict` did before the join): the join's measure."""
+    """`best`'s test probabilities if each refit network replaced its search-time network
+    rather than joined it (what `automl.predict` did before the join): the join's measure."""
     from automl.data import read_table
     from automl.predict import load_predictor
 
