@@ -245,6 +245,12 @@ def test_augmentation_transforms_in_training_only_and_reloads_in_safe_mode(
     assert (tmp_path / MODEL_FILE).exists()
     again = load_network(tmp_path)  # safe mode: no Lambda layers, no custom code
     np.testing.assert_allclose(again.predict(x[:64]), first, atol=1e-6)
+    # Exported as a one-member ensemble, it still averages the mirror, in built-in layers.
+    from automl.ensemble.keras_export import build_keras_ensemble
+
+    build_keras_ensemble([(tmp_path, 1.0)]).save(tmp_path / "exported.keras")
+    exported = keras.saving.load_model(tmp_path / "exported.keras", safe_mode=True)
+    np.testing.assert_allclose(exported.predict(x[:64], verbose=0), first, atol=1e-6)
 
 
 def test_training_keeps_the_best_epoch_and_records_every_callback(

@@ -7,8 +7,10 @@ the outputs are added. No Lambda and no custom layer, so the file loads with
 saved `encoder.joblib` beside the model turns a data frame into them. The output matches the
 Python ensemble: class probabilities (n, n_classes), or values (n, 1) for regression.
 
-Only a fixed weighted average of Keras members that share one encoder and one numeric input
-can be exported this way; otherwise the summary says why it was skipped.
+A CNN that predicts the mean over the image and its mirror (`automl.models.cnn`) is called on
+both, mirrored by built-in layers. Only a fixed weighted average of Keras members that share
+one encoder and one numeric input can be exported this way; otherwise the summary says why it
+was skipped.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class NotExportable(Exception):
 
 def build_keras_ensemble(members: list[tuple[Path, float]]) -> Any:
     """One functional model averaging saved Keras members (model folders) with fixed weights."""
+    from automl.models.cnn import averages_mirrors, mirror_averaged
     from automl.models.keras_base import META_FILE, MODEL_FILE, import_keras
 
     keras = import_keras(1)
@@ -94,7 +97,12 @@ def build_keras_ensemble(members: list[tuple[Path, float]]) -> Any:
             )
         else:
             layer = keras.layers.Rescaling(scale=share, name=f"weight_{i}")
-        scaled.append(layer(member(inputs)))
+        if averages_mirrors(meta.get("family", "mlp"), meta["params"]):
+            shape = meta["layout"]["image_shape"]
+            output = mirror_averaged(keras, member, inputs, shape, name=f"mirror_average_{i}")
+        else:
+            output = member(inputs)
+        scaled.append(layer(output))
     total = keras.layers.Add(name="weighted_sum")(scaled) if len(scaled) > 1 else scaled[0]
     if task == "binary":  # members output p(class 1); give both columns as Python does
         total = keras.layers.Concatenate(name="probabilities")(

@@ -70,23 +70,41 @@ def augmentation(h: Any, p: dict[str, Any], seed: int) -> Any:
     return h
 
 
+def averages_mirrors(family: str, params: dict[str, Any]) -> bool:
+    """Whether a saved network of `family` predicts the mean over the image and its mirror:
+    a CNN trained with random flips."""
+    return family == ConvNet.family and params.get("augment_flip", "none") == "horizontal"
+
+
 def mirrored(x: np.ndarray, shape: list[int]) -> np.ndarray:
     """Flat pixel rows of (H, W, C) images, each mirrored left to right."""
     images = np.asarray(x).reshape(len(x), *shape)
     return np.ascontiguousarray(images[:, :, ::-1, :]).reshape(len(x), -1)
 
 
+def mirror_averaged(keras: Any, network: Any, pixels: Any, shape: list[int], name: str) -> Any:
+    """`network`'s output on flat `pixels`, averaged with its output on their mirror, in
+    built-in layers only (what `ConvNet.predict` does, for a graph that loads in safe mode):
+    the width axis is moved last and reversed by a fixed permutation matrix."""
+    from keras import layers
+
+    height, width, channels = shape
+    image = layers.Reshape((height, width, channels), name=f"{name}_image")(pixels)
+    columns_last = layers.Permute((1, 3, 2), name=f"{name}_columns_last")(image)
+    reverse = layers.Dense(width, use_bias=False, trainable=False, name=f"{name}_reverse")
+    reversed_columns = reverse(columns_last)
+    reverse.set_weights([np.eye(width, dtype=np.float32)[::-1]])
+    back = layers.Permute((1, 3, 2), name=f"{name}_columns_back")(reversed_columns)
+    mirror = layers.Reshape((height * width * channels,), name=f"{name}_pixels")(back)
+    return layers.Average(name=name)([network(pixels), network(mirror)])
+
+
 class ConvNet(KerasNetwork):
     family = "cnn"
 
-    @property
-    def averages_mirrors(self) -> bool:
-        """Whether predictions average the image and its mirror: trained with random flips."""
-        return self.params.get("augment_flip", "none") == "horizontal"
-
     def predict(self, x: np.ndarray, quick: bool = False) -> np.ndarray:
         plain = super().predict(x, quick)
-        if quick or not self.averages_mirrors:
+        if quick or not averages_mirrors(self.family, self.params):
             return plain
         return (plain + super().predict(mirrored(x, self.layout["image_shape"]), quick)) / 2
 
