@@ -16,6 +16,8 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,17 +155,40 @@ class TrialRecord:
         return self.val_score
 
 
-def load_trials(run: RunDir) -> list[TrialRecord]:
-    """Every trial of the run's study, as recorded in the database."""
+def close_study(study: Any) -> None:
+    """Close the study's database connections now, not at garbage collection: a notebook that
+    runs many searches would otherwise hold a connection per study (a file handle, or a
+    PostgreSQL slot), and a SQLite study keeps its -wal and -shm files beside study.db until
+    its last connection closes."""
+    storage = study._storage
+    engine = getattr(getattr(storage, "_backend", storage), "engine", None)
+    if engine is not None:
+        engine.dispose()
+
+
+@contextmanager
+def opened_study(run: RunDir) -> Iterator[Any]:
+    """The run's optuna study, for reading; its connections close on leaving the block.
+    Raises KeyError when the database holds no study of the run."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=STUDY_NAME, storage=run.storage())
     try:
-        study = optuna.load_study(study_name=STUDY_NAME, storage=run.storage())
+        yield study
+    finally:
+        close_study(study)
+
+
+def load_trials(run: RunDir) -> list[TrialRecord]:
+    """Every trial of the run's study, as recorded in the database."""
+    try:
+        with opened_study(run) as study:
+            trials = study.get_trials(deepcopy=False)
     except KeyError:
         return []
     records = []
-    for trial in study.get_trials(deepcopy=False):
+    for trial in trials:
         attrs = trial.user_attrs
         state = trial.state.name
         if attrs.get("interrupted"):

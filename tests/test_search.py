@@ -103,6 +103,35 @@ def test_search_with_each_sampler(
     assert len({str(sorted(r.params.items())) for r in records}) >= 5  # not one point repeated
 
 
+def _open_files_under(folder: Path) -> list[str]:
+    """The files below `folder` this process holds open, by path."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the listing's own descriptor, closed by now
+            continue
+        if target.startswith(str(folder)):
+            held.append(target)
+    return held
+
+
+def test_a_finished_search_and_its_readers_hold_no_connection_to_the_study(
+    tmp_path: Path, blood_search: BloodSearch
+) -> None:
+    from automl.report import write_report
+
+    run = RunDir(tmp_path / "run")
+    blood_search(FAST_TREES, trials=2)
+    # Closed when the search returns, not at garbage collection: the last connection of a
+    # SQLite database takes its write-ahead log with it.
+    assert _open_files_under(run.path) == []
+    assert sorted(p.name for p in run.path.glob("study.db*")) == ["study.db"]
+    assert [r.status for r in load_trials(run)] == ["complete"] * 2
+    write_report(run)
+    assert _open_files_under(run.path) == []
+
+
 def test_failing_trial_is_recorded_and_the_search_goes_on(
     tmp_path: Path, blood_search: BloodSearch
 ) -> None:

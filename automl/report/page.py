@@ -28,7 +28,7 @@ from automl.metrics import METRICS, Metric
 from automl.report import plots
 from automl.report.assets import SCRIPT, STYLE
 from automl.report.leaderboard import columns_of, fmt, write_leaderboard
-from automl.run import STUDY_NAME, RunDir, TrialRecord, load_predictions, load_trials, model_dirs
+from automl.run import RunDir, TrialRecord, load_predictions, load_trials, model_dirs, opened_study
 
 LEARNING_CURVES = 6
 esc = html.escape
@@ -62,8 +62,8 @@ def param_importances(run: RunDir, metric: Metric, min_trials: int = 6) -> dict[
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
     from optuna.trial import TrialState, create_trial
 
-    study = optuna.load_study(study_name=STUDY_NAME, storage=run.storage())
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    with opened_study(run) as study:
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     out: dict[str, dict[str, float]] = {}
     for family in sorted({str(t.params["family"]) for t in trials if "family" in t.params}):
         own = [t for t in trials if t.params.get("family") == family]
@@ -195,10 +195,8 @@ def _leaderboard_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _facts(run: RunDir, info: dict, records: list[TrialRecord], metric: Metric) -> dict:
-    import optuna
-
-    study = optuna.load_study(study_name=STUDY_NAME, storage=run.storage())
-    attrs = study.user_attrs
+    with opened_study(run) as study:
+        attrs = study.user_attrs
     statuses = ("complete", "failed", "pruned", "interrupted")
     counts = {s: sum(r.status == s for r in records) for s in statuses}
     budget = attrs.get("time_budget")

@@ -98,19 +98,25 @@ def _worker_trial(
     assert ctx is not None
     ctx.on_epoch = None
     ctx.deadline = deadline  # the search's, as of this trial (its reserve moves it)
-    if pruning is not None:
-        import optuna
+    if pruning is None:
+        return outcome_of(evaluate, number, flat, ctx)
+    import optuna
 
-        from automl.search.pruning import make_pruner, pruning_reporter
+    from automl.run import close_study
+    from automl.search.pruning import make_pruner, pruning_reporter
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.load_study(
-            study_name=pruning["study"],
-            storage=pruning["storage"],
-            pruner=make_pruner(pruning["pruner"]),
-        )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(
+        study_name=pruning["study"],
+        storage=pruning["storage"],
+        pruner=make_pruner(pruning["pruner"]),
+    )
+    try:
         ctx.on_epoch = pruning_reporter(optuna.trial.Trial(study, pruning["trial_id"]), ctx)
-    return outcome_of(evaluate, number, flat, ctx)
+        return outcome_of(evaluate, number, flat, ctx)
+    finally:
+        ctx.on_epoch = None
+        close_study(study)  # the worker lives on: one connection per trial would pile up
 
 
 class KerasWorker:

@@ -30,7 +30,7 @@ from automl.io import write_json_atomic
 from automl.metrics import get_metric
 from automl.models import FAMILIES
 from automl.resources import space_path
-from automl.run import STUDY_NAME, RunDir, RunLock, mask_url, searching_storage
+from automl.run import STUDY_NAME, RunDir, RunLock, close_study, mask_url, searching_storage
 from automl.search.config import SearchConfig
 from automl.search.driver import SearchSettings, StudyDriver
 from automl.search.evaluate import TrialContext, evaluate
@@ -253,6 +253,7 @@ def run_search(
 
     run.storage_url = storage_url  # with its password, for this process only
     created = not run.path.exists()
+    study = None
     try:
         with RunLock(run):
             study = _open_study(
@@ -314,6 +315,8 @@ def run_search(
             shutil.rmtree(run.path, ignore_errors=True)
         raise
     finally:
+        if study is not None:
+            close_study(study)
         if live is not None:
             live.close()
 
