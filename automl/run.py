@@ -155,13 +155,19 @@ class TrialRecord:
         return self.val_score
 
 
+def study_backend(study: Any) -> Any:
+    """The storage behind the study, under optuna's cache layer: the RDBStorage of a database
+    URL, whose engine and sessions optuna's public API does not expose."""
+    storage = study._storage
+    return getattr(storage, "_backend", storage)
+
+
 def close_study(study: Any) -> None:
     """Close the study's database connections now, not at garbage collection: a notebook that
     runs many searches would otherwise hold a connection per study (a file handle, or a
     PostgreSQL slot), and a SQLite study keeps its -wal and -shm files beside study.db until
     its last connection closes."""
-    storage = study._storage
-    engine = getattr(getattr(storage, "_backend", storage), "engine", None)
+    engine = getattr(study_backend(study), "engine", None)
     if engine is not None:
         engine.dispose()
 

@@ -105,15 +105,9 @@ def test_search_with_each_sampler(
 
 def _open_files_under(folder: Path) -> list[str]:
     """The files below `folder` this process holds open, by path."""
-    held = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:  # the listing's own descriptor, closed by now
-            continue
-        if target.startswith(str(folder)):
-            held.append(target)
-    return held
+    import psutil
+
+    return [f.path for f in psutil.Process().open_files() if f.path.startswith(str(folder))]
 
 
 def test_a_finished_search_and_its_readers_hold_no_connection_to_the_study(

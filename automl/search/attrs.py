@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from automl.run import study_backend
+
 
 def _relational(study: Any) -> Any:
     """The study's RDBStorage, through optuna's cache layer, or None."""
     from optuna.storages import RDBStorage
 
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)
+    backend = study_backend(study)
     if isinstance(backend, RDBStorage) and hasattr(backend, "_set_trial_attr_without_commit"):
         return backend
     return None
