@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from automl.models import BuildContext, Family
+from automl.models.base import BuildContext, Family
 from automl.models.sklearn_models import SklearnModel, categorical_columns, load_sklearn
 
 EARLY_STOPPING_ROUNDS = 50

@@ -22,13 +22,13 @@ import abc
 import os
 import time
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import numpy as np
 
 from automl.errors import TrialFailed
 from automl.io import read_json, verify, write_json_atomic, write_text_atomic
-from automl.models import BuildContext, Family
+from automl.models.base import BuildContext, Family
 
 MODEL_FILE = "model.keras"
 META_FILE = "keras_meta.json"
@@ -532,24 +532,28 @@ def _write_history(path: Path, history: dict[str, list[float]]) -> None:
 
 def load_network(directory: Path) -> KerasNetwork:
     """Load a saved network with Keras' safe mode on, after checking the manifest."""
-    from automl.models import FAMILIES
-
     directory = Path(directory)
     meta = read_json(verify(directory, META_FILE))
     keras = import_keras(1)
     ctx = BuildContext(
         task=meta["task"], n_classes=meta["n_classes"], seed=meta["seed"], layout=meta.get("layout")
     )
-    network = cast(KerasNetwork, FAMILIES[meta.get("family", "mlp")].build(meta["params"], ctx))
+    network = NETWORKS[meta.get("family", "mlp")](meta["params"], ctx)
     network.y_mean, network.y_std = meta["y_mean"], meta["y_std"]
     network.model = keras.saving.load_model(verify(directory, MODEL_FILE), safe_mode=True)
     return network
 
 
+# Each Keras family's network class by family name, filled by `keras_family`: what a saved
+# network's `family` names is built again from it before its weights load.
+NETWORKS: dict[str, type[KerasNetwork]] = {}
+
+
 def keras_family(
     network: type[KerasNetwork], params: frozenset[str], encoding: str, needs: str | None = None
 ) -> Family:
-    """The registry entry of a Keras family."""
+    """The registry entry of a Keras family (and its class in `NETWORKS`)."""
+    NETWORKS[network.family] = network
     return Family(
         network.family,
         params,

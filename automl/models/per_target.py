@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from automl.io import MANIFEST, write_manifest
-from automl.models import BuildContext, Family
+from automl.models.base import BuildContext, Family
 
 
 def _column(y: np.ndarray, i: int, task: str) -> np.ndarray:

@@ -14,7 +14,7 @@ import joblib
 import numpy as np
 
 from automl.io import verify, write_bytes_atomic
-from automl.models import BuildContext, Family
+from automl.models.base import BuildContext, Family
 
 MODEL_FILE = "model.joblib"
 

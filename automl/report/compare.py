@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import automl.report.plots as plots
 from automl.ensemble.build import best_ensemble, load_ensembles
 from automl.errors import UserInputError
 from automl.io import write_text_atomic
 from automl.metrics import METRICS
-from automl.report import plots
 from automl.report.assets import SCRIPT, STYLE
 from automl.report.leaderboard import fmt
 from automl.report.page import esc, figure

@@ -22,10 +22,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+import automl.report.plots as plots
 from automl.ensemble.build import best_ensemble, load_ensembles, load_targets
 from automl.io import verify, write_text_atomic
 from automl.metrics import METRICS, Metric
-from automl.report import plots
 from automl.report.assets import SCRIPT, STYLE
 from automl.report.leaderboard import columns_of, fmt, write_leaderboard
 from automl.run import RunDir, TrialRecord, load_predictions, load_trials, model_dirs, opened_study
