@@ -116,7 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     ensemble = sub.add_parser("ensemble", help="fit ensembles on a run's saved predictions")
     ensemble.add_argument("run_dir")
     ensemble.add_argument(
-        "--method", action="append", help="optimized, greedy, stacking or mean (repeatable)"
+        "--method",
+        action="append",
+        help="optimized, greedy, stacking, mean or nelder-mead (repeatable; default the "
+        "first four)",
     )
     ensemble.add_argument("--recipe", action="append", help="ensembles/*.yaml recipe (repeatable)")
     ensemble.add_argument(
@@ -227,8 +230,8 @@ def _search(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _ensemble(args: argparse.Namespace) -> int:
-    from automl.ensemble import METHODS
-    from automl.ensemble.build import RENAMED_NELDER_MEAD, Recipe, build_ensemble, load_recipe
+    from automl.ensemble import DEFAULT_METHODS, METHODS
+    from automl.ensemble.build import Recipe, build_ensemble, load_recipe
     from automl.report import format_table, write_leaderboard
     from automl.run import RunDir
 
@@ -237,9 +240,7 @@ def _ensemble(args: argparse.Namespace) -> int:
     if args.top_k is not None and args.top_k < 1:
         raise UserInputError(f"--top-k must be a positive whole number; got {args.top_k}")
     recipes = [load_recipe(path) for path in args.recipe or []]
-    for method in args.method or ([] if recipes else list(METHODS)):
-        if method == "nelder-mead":
-            raise UserInputError(f"--method: {RENAMED_NELDER_MEAD}")
+    for method in args.method or ([] if recipes else list(DEFAULT_METHODS)):
         if method not in METHODS:
             raise UserInputError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
         recipes.append(Recipe(method=method, top_k=args.top_k))

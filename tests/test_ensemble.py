@@ -210,11 +210,91 @@ def test_fitted_weights_reach_the_log_loss_optimum_on_the_simplex() -> None:
     assert ensemble.best_start_ == "optimized"
 
 
-def test_a_recipe_still_naming_nelder_mead_is_told_the_new_name(tmp_path: Path) -> None:
+def _real_members(metric_task: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """Validation predictions of eight real models on breast cancer (binary) or diabetes
+    (regression): members that differ as a search's trials do."""
+    from sklearn.datasets import load_breast_cancer, load_diabetes
+    from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.model_selection import train_test_split
+    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+
+    classify = metric_task == "binary"
+    x, y = (load_breast_cancer if classify else load_diabetes)(return_X_y=True)
+    x_fit, x_val, y_fit, y_val = train_test_split(x, y, test_size=0.5, random_state=0)
+    trees = ((5, 2), (10, 3), (20, None))
+    models = (
+        [LogisticRegression(C=c, max_iter=5000) for c in (1e-4, 1e-2)]
+        + [KNeighborsClassifier(k) for k in (3, 15, 40)]
+        + [ExtraTreesClassifier(n, max_depth=d, random_state=0) for n, d in trees]
+        if classify
+        else [Ridge(alpha=a) for a in (1e-3, 10.0)]
+        + [KNeighborsRegressor(k) for k in (3, 15, 40)]
+        + [ExtraTreesRegressor(n, max_depth=d, random_state=0) for n, d in trees]
+    )
+    fitted = [m.fit(x_fit, y_fit) for m in models]
+    preds = [m.predict_proba(x_val) if classify else m.predict(x_val) for m in fitted]
+    return preds, y_val
+
+
+@pytest.mark.parametrize("name", ["roc_auc", "accuracy", "log_loss", "mae", "rmse"])
+def test_nelder_mead_refines_on_the_metric_and_never_ends_below_its_start(name: str) -> None:
+    metric = METRICS[name]
+    members, y = _real_members("regression" if "regression" in metric.tasks else "binary")
+    ensemble = OptimizedWeightsEnsemble(metric).fit(members, y)
+    refined = ensemble.nelder_mead_
+    assert refined.evaluations > 1 and refined.members >= 2
+    assert refined.end_error <= refined.start_error  # its start is a vertex of its simplex
+    final = metric.error(y, ensemble.predict(members))
+    # Kept only where strictly better on the metric; otherwise the fit's own weights stand.
+    assert final == pytest.approx(min(refined.start_error, refined.end_error), abs=1e-12)
+    assert final <= min(s["start_error"] for s in ensemble.starts_.values()) + 1e-12
+    assert ensemble.best_start_.endswith(" + nelder-mead") == refined.improved
+    assert ensemble.weights_.min() >= 0 and ensemble.weights_.sum() == pytest.approx(1.0)
+
+
+def test_nelder_mead_finds_more_auc_than_the_surrogate_on_real_members() -> None:
+    # AUC is a step function of the weights: the log-loss surrogate's optimum is not its own.
+    members, y = _real_members("binary")
+    auc = METRICS["roc_auc"]
+    without = OptimizedWeightsEnsemble(auc, nelder_mead_evaluations=0).fit(members, y)
+    with_it = OptimizedWeightsEnsemble(auc).fit(members, y)
+    assert without.nelder_mead_.evaluations == 1 and not without.nelder_mead_.improved
+    assert with_it.nelder_mead_.improved
+    assert with_it.score(members, y) > without.score(members, y)
+
+
+def test_nelder_mead_method_from_uniform_weights_and_from_the_surrogate() -> None:
+    from automl.ensemble import METHODS, NelderMeadEnsemble
+
+    assert METHODS["nelder-mead"] is NelderMeadEnsemble
+    members, y = _real_members("binary")
+    auc = METRICS["roc_auc"]
+    uniform = NelderMeadEnsemble(auc, start="uniform", max_evaluations=400).fit(members, y)
+    mean = MeanEnsemble(auc).fit(members, y).score(members, y)
+    assert uniform.nelder_mead_.members == len(members)  # every member of the pool moves
+    assert 1 < uniform.nelder_mead_.evaluations <= 401
+    assert uniform.score(members, y) >= mean  # never below its start, the uniform weights
+    surrogate = NelderMeadEnsemble(auc).fit(members, y)
+    assert (
+        surrogate.score(members, y)
+        >= OptimizedWeightsEnsemble(auc).fit(members, y).score(members, y) - 1e-12
+    )  # more evaluations from the same start
+    with pytest.raises(
+        ValueError, match=r"start must be one of \('surrogate', 'uniform'\); got 'x'"
+    ):
+        NelderMeadEnsemble(auc, start="x")
+
+
+def test_a_recipe_naming_nelder_mead_loads(tmp_path: Path) -> None:
     from automl.ensemble.build import load_recipe
     from automl.errors import UserInputError
 
-    old = tmp_path / "old.yaml"
-    old.write_text("method: nelder-mead\n")
-    with pytest.raises(UserInputError, match=r"old\.yaml: method 'nelder-mead' is now 'optimized'"):
-        load_recipe(old)
+    bundled = load_recipe("nelder_mead")
+    assert (bundled.method, bundled.label, bundled.options) == (
+        "nelder-mead", "nelder-mead", {"start": "surrogate", "max_evaluations": 1000}
+    )  # fmt: skip
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: nelder-mead\noptions: {start: best}\n")
+    with pytest.raises(UserInputError, match=r"bad\.yaml: options for nelder-mead: .*start must"):
+        load_recipe(bad)

@@ -9,7 +9,7 @@ summing to one); stacking learns a linear meta-learner. Predictions are class pr
 from automl.ensemble.base import Ensembler, WeightedEnsemble, weighted_average
 from automl.ensemble.greedy import GreedyEnsemble
 from automl.ensemble.mean import MeanEnsemble
-from automl.ensemble.optimized import OptimizedWeightsEnsemble
+from automl.ensemble.optimized import NelderMeadEnsemble, OptimizedWeightsEnsemble
 from automl.ensemble.stacking import StackingEnsemble
 
 METHODS = {
@@ -17,13 +17,21 @@ METHODS = {
     "greedy": GreedyEnsemble,
     "stacking": StackingEnsemble,
     "mean": MeanEnsemble,
+    "nelder-mead": NelderMeadEnsemble,
 }
+# What `automl ensemble` and the estimators build when not told: each is scored honestly and the
+# best one (or a single trial) is what `automl.load` and `predict` use. Nelder-Mead is inside
+# `optimized` (it refines the surrogate's weights on the metric); `nelder-mead` gives it more
+# evaluations, on request.
+DEFAULT_METHODS = ("optimized", "greedy", "stacking", "mean")
 
 __all__ = [
+    "DEFAULT_METHODS",
     "METHODS",
     "Ensembler",
     "GreedyEnsemble",
     "MeanEnsemble",
+    "NelderMeadEnsemble",
     "OptimizedWeightsEnsemble",
     "StackingEnsemble",
     "WeightedEnsemble",

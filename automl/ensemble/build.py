@@ -47,10 +47,6 @@ DEFAULT_TOP_K_BY_METHOD = {"stacking": STACKING_POOL}
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 TARGETS_DIR = "targets"
 COMBINER_FILE = "combiner.joblib"
-RENAMED_NELDER_MEAD = (
-    "method 'nelder-mead' is now 'optimized' (weights fitted on a smooth surrogate of the "
-    "metric, then checked on the metric itself); write method: optimized"
-)
 
 
 def save_targets(run: RunDir, y_val: np.ndarray, y_test: np.ndarray) -> None:
@@ -108,8 +104,6 @@ def load_recipe(path: str | Path) -> Recipe:
     if not isinstance(data, dict):
         raise UserInputError(f"{source}: expected a mapping with 'method', 'pool' and 'options'")
     method = data.get("method")
-    if method == "nelder-mead":
-        raise UserInputError(f"{source}: {RENAMED_NELDER_MEAD}")
     if method not in METHODS:
         raise UserInputError(
             f"{source}: method must be one of {', '.join(METHODS)}; got {method!r}"
@@ -187,6 +181,64 @@ def _valid_members(run: RunDir, pool: list[TrialRecord], shape_val: tuple, shape
     return members, val_preds, test_preds
 
 
+@dataclass
+class FittedEnsemble:
+    """An ensembler fit on members' validation predictions, with what says how good it is."""
+
+    ensembler: Ensembler
+    val_pred: np.ndarray  # stacking: its own out-of-fold predictions
+    test_pred: np.ndarray
+    val_score: float  # fit on the rows it is scored on: optimistic
+    honest_val_score: float | None  # each row predicted by an ensemble fit without it
+    test_score: float | None
+    fit_seconds: float
+    split_half: dict[str, Any]
+    insight: dict[str, Any]
+
+
+def fit_ensemble(
+    recipe: Recipe,
+    metric: Metric,
+    names: list[str],
+    val: tuple[list[np.ndarray], np.ndarray],
+    test: tuple[list[np.ndarray], np.ndarray],
+) -> FittedEnsemble:
+    """Fit `recipe` on the members' validation predictions and assess it: the honest 5-fold
+    score, the split-half check, leave-one-out effects and error correlation. Everything
+    `build_ensemble` computes, nothing it reads or writes (what the ensemble benchmark times)."""
+    (val_preds, y_val), (test_preds, y_test) = val, test
+
+    def make() -> Ensembler:
+        return METHODS[recipe.method](metric, **(recipe.options or {}))
+
+    ensembler = make()
+    start = time.perf_counter()
+    ensembler.fit(val_preds, y_val)
+    fit_seconds = time.perf_counter() - start
+    # Stacking scores its own cross-validated predictions: an in-sample score would flatter it.
+    val_pred = getattr(ensembler, "oof_", None)
+    if val_pred is None:
+        val_pred = ensembler.predict(val_preds)
+    tested = len(y_test) > 0  # `--test-size 0`: no test part, no test score
+    test_pred = ensembler.predict(test_preds) if tested else test_preds[0]
+    honest = (
+        val_pred
+        if hasattr(ensembler, "oof_")
+        else cross_validated_predictions(make, val_preds, y_val, val_preds[0].ndim == 2)
+    )
+    return FittedEnsemble(
+        ensembler=ensembler,
+        val_pred=val_pred,
+        test_pred=test_pred,
+        val_score=metric(y_val, val_pred),
+        honest_val_score=metric(y_val, honest) if honest is not None else None,
+        test_score=metric(y_test, test_pred) if tested else None,
+        fit_seconds=fit_seconds,
+        split_half=split_half_check(make, val_preds, y_val, metric),
+        insight=describe(ensembler, names, val_preds, y_val, metric),
+    )
+
+
 def build_ensemble(run: RunDir, recipe: Recipe) -> dict[str, Any]:
     """Fit `recipe` on the run's validation predictions, score it on test, save it."""
     info = run.info()
@@ -203,30 +255,12 @@ def build_ensemble(run: RunDir, recipe: Recipe) -> dict[str, Any]:
     members, val_preds, test_preds = _valid_members(run, pool, shape_val, shape_test)
     if not members:
         raise UserInputError(f"{run.path}: no completed trial with usable predictions to ensemble")
-
-    def make() -> Ensembler:
-        return METHODS[recipe.method](metric, **(recipe.options or {}))
-
-    ensembler = make()
-    start = time.perf_counter()
-    ensembler.fit(val_preds, y_val)
-    fit_seconds = time.perf_counter() - start
-    # Stacking scores its own cross-validated predictions: an in-sample score would flatter it.
-    val_pred = getattr(ensembler, "oof_", None)
-    if val_pred is None:
-        val_pred = ensembler.predict(val_preds)
-    tested = len(y_test) > 0  # `--test-size 0`: no test part, no test score
-    test_pred = ensembler.predict(test_preds) if tested else test_preds[0]
-    best_single = members[0]  # the pool is sorted by validation score
-    val_score = metric(y_val, val_pred)
-    test_score = metric(y_test, test_pred) if tested else None
-    honest = (
-        val_pred
-        if hasattr(ensembler, "oof_")
-        else cross_validated_predictions(make, val_preds, y_val, info["task"] != "regression")
-    )
     names = [r.name for r in members]
-    insight = describe(ensembler, names, val_preds, y_val, metric)
+    fitted = fit_ensemble(recipe, metric, names, (val_preds, y_val), (test_preds, y_test))
+    ensembler, val_pred, test_pred = fitted.ensembler, fitted.val_pred, fitted.test_pred
+    val_score, test_score, insight = fitted.val_score, fitted.test_score, fitted.insight
+    best_single = members[0]  # the pool is sorted by validation score
+    refinement = getattr(ensembler, "nelder_mead_", None)
     keep = [
         i
         for i, w in enumerate(ensembler.weights_)
@@ -238,11 +272,13 @@ def build_ensemble(run: RunDir, recipe: Recipe) -> dict[str, Any]:
         "metric": metric.name,
         "combiner": ensembler.combiner,
         "power": float(getattr(ensembler, "power_", 1.0)),
+        # The optimized weights' last step: Nelder-Mead on the metric (evaluations, errors).
+        "nelder_mead": refinement.as_dict() if refinement is not None else None,
         "val_score": val_score,
         # What `load("best")` ranks by: each row scored by an ensemble fit without it.
-        "honest_val_score": metric(y_val, honest) if honest is not None else None,
+        "honest_val_score": fitted.honest_val_score,
         "test_score": test_score,
-        "fit_seconds": fit_seconds,
+        "fit_seconds": fitted.fit_seconds,
         "best_single": {
             "name": best_single.name,
             "val_score": best_single.val_score,
@@ -254,7 +290,7 @@ def build_ensemble(run: RunDir, recipe: Recipe) -> dict[str, Any]:
             if test_score is not None and best_single.test_score is not None
             else None,
         },
-        "split_half": split_half_check(make, val_preds, y_val, metric),
+        "split_half": fitted.split_half,
         "members": [
             {
                 "trial": members[i].number,

@@ -13,19 +13,27 @@ member) and each power's optimum; the one with the lowest error on the true metr
 the result is never worse on validation than the best start, whatever the metric. Members
 below 0.1% weight are dropped when that costs nothing.
 
+Refining: Nelder-Mead then moves the weights of the members that survived (at most ten)
+directly on the true metric, for every metric (`nelder_mead.refine`), and its end point is kept
+only where it is strictly better on the metric than the chosen candidate. Where the surrogate
+is the metric (log-loss, RMSE) it rarely finds more; for AUC, accuracy and MAE it is the step
+that optimizes what is reported. `nelder_mead_` records its evaluations and both errors.
+
 Power averaging (classification): with `powers`, the mean of p**k renormalized, for each k;
-k = 1 is the plain weighted mean. Before this, the method was Nelder-Mead on the metric
-(recipes named `nelder-mead` get a message saying so).
+k = 1 is the plain weighted mean. `method: nelder-mead` (`NelderMeadEnsemble`) puts Nelder-Mead
+first: more evaluations, from this fit's weights or from uniform weights over the whole pool.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from automl.ensemble.base import WeightedEnsemble, normalized_mix, stack
 from automl.ensemble.greedy import GreedyEnsemble
+from automl.ensemble.nelder_mead import MAX_MEMBERS, refine
 from automl.ensemble.surrogate import fit_weights, powered_probabilities, surrogate_for
 from automl.metrics import Metric, batched_errors
 
@@ -38,8 +46,10 @@ SURROGATE_IS_THE_METRIC = ("log_loss", "rmse", "r2")
 # smaller gains do not show on the metric (measured, 50 members x 10,000 rows, AUC: 551 -> 253
 # evaluations, 1.02 s -> 0.75 s, validation AUC 0.919012 -> 0.919015).
 SURROGATE_TOLERANCE = 1e-8
-POLISH_STEPS = 8
-POLISH_MEMBERS = 10
+# Nelder-Mead's evaluations of the metric after the surrogate fit (`nelder_mead.refine`):
+# enough for the few members the fit keeps to converge (measured: 50 members x 10,000 rows,
+# AUC, ... evaluations), few enough that the whole build stays under a second.
+NELDER_MEAD_EVALUATIONS = 120
 
 
 class OptimizedWeightsEnsemble(WeightedEnsemble):
@@ -49,6 +59,7 @@ class OptimizedWeightsEnsemble(WeightedEnsemble):
         starts: Sequence[str] = STARTS,
         powers: Sequence[float] = (1.0,),
         max_iterations: int = 200,
+        nelder_mead_evaluations: int = NELDER_MEAD_EVALUATIONS,
     ) -> None:
         super().__init__(metric)
         unknown = [s for s in starts if s not in STARTS]
@@ -69,6 +80,12 @@ class OptimizedWeightsEnsemble(WeightedEnsemble):
         self.starts = tuple(starts)
         self.powers = tuple(float(k) for k in powers)
         self.max_iterations = max_iterations
+        if not (isinstance(nelder_mead_evaluations, int) and nelder_mead_evaluations >= 0):
+            raise ValueError(
+                f"{type(self).__name__} nelder_mead_evaluations must be a whole number >= 0; "
+                f"got {nelder_mead_evaluations!r}"
+            )
+        self.nelder_mead_evaluations = nelder_mead_evaluations
 
     def _start_points(self, stacked: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
         n = stacked.shape[0]
@@ -76,7 +93,7 @@ class OptimizedWeightsEnsemble(WeightedEnsemble):
         # Where the surrogate is the metric, its optimum (convex for k = 1) beats any greedy
         # weighting: greedy would cost three quarters of the fit for a candidate never chosen
         # (measured: 50 members x 10,000 rows, log-loss, 0.36 s -> 0.08 s, same weights).
-        # For AUC and accuracy, greedy + polish is often the best candidate: it stays.
+        # For AUC and accuracy, greedy is often the best candidate: it stays.
         if "greedy" in self.starts and self.metric.name not in SURROGATE_IS_THE_METRIC:
             greedy = GreedyEnsemble(self.metric).fit(list(stacked), y)
             self.single_errors_ = greedy.single_errors_
@@ -119,12 +136,36 @@ class OptimizedWeightsEnsemble(WeightedEnsemble):
             error = error_at(weights)
             self.powers_[power] = error
             candidates.append((error, "optimized", weights, power))
-        error, self.best_start_, weights, self.power_ = min(candidates, key=lambda c: c[0])
-        if self.metric.name not in SURROGATE_IS_THE_METRIC:
-            weights, polished = self._polish(raised[self.power_], y, weights, self.power_, error)
-            self.best_start_ += " + polished" if polished < error else ""
-        self.weights_ = weights
+        _, self.best_start_, weights, self.power_ = min(candidates, key=lambda c: c[0])
+        self.weights_ = self._refine(raised[self.power_], y, weights)
+        if self.nelder_mead_.improved:
+            self.best_start_ += " + nelder-mead"
         return self
+
+    def _refine(
+        self, raised: np.ndarray, y: np.ndarray, weights: np.ndarray, max_members: int = MAX_MEMBERS
+    ) -> np.ndarray:
+        """Nelder-Mead on the true metric over the members the fit kept (`nelder_mead`);
+        `raised`: the members' predictions, to the chosen power for probabilities."""
+        power = self.power_
+
+        subsets: dict[bytes, np.ndarray] = {}  # the weighted members' predictions, copied once
+
+        def error_of(w: np.ndarray) -> float:
+            weighted = np.flatnonzero(w)
+            key = weighted.tobytes()
+            if key not in subsets:
+                subsets[key] = raised[weighted]
+            mixed = np.tensordot(w[weighted], subsets[key], axes=1)
+            if power != 1.0:
+                mixed = mixed / mixed.sum(axis=-1, keepdims=True)
+            return float(batched_errors(self.metric, y, mixed[None])[0])
+
+        ranked = np.argsort(self.single_errors_, kind="stable")
+        refined, self.nelder_mead_ = refine(
+            error_of, weights, self.nelder_mead_evaluations, ranked, max_members
+        )
+        return refined
 
     def _error_at(
         self, stacked: np.ndarray, y: np.ndarray, power: float, powered: np.ndarray | None = None
@@ -140,35 +181,62 @@ class OptimizedWeightsEnsemble(WeightedEnsemble):
 
         return error
 
-    def _polish(
-        self, raised: np.ndarray, y: np.ndarray, weights: np.ndarray, power: float, error: float
-    ) -> tuple[np.ndarray, float]:
-        """Caruana-style steps on the true metric from the chosen weights: move a share of the
-        weight onto the member whose addition helps most (every member scored at once), and
-        halve the share when none helps. Never worse than where it starts. `raised`: the
-        members' predictions, to the power `power` for probabilities."""
-        # The candidates: members already weighted, and the best ones alone.
-        ranked = np.argsort(self.single_errors_, kind="stable")[:POLISH_MEMBERS]
-        pool = np.union1d(np.flatnonzero(weights > 0), ranked)
-        members = raised[pool]
-        mixed = np.tensordot(weights, raised, axes=1)
-        share = 0.1
-        for _ in range(POLISH_STEPS):
-            candidates = (1 - share) * mixed + share * members
-            if power != 1.0:
-                candidates = candidates / (candidates @ np.ones(candidates.shape[-1]))[..., None]
-            errors = batched_errors(self.metric, y, candidates)
-            best = int(np.argmin(errors))
-            if errors[best] < error - 1e-12:
-                weights = (1 - share) * weights + share * np.eye(len(weights))[pool[best]]
-                mixed, error = (1 - share) * mixed + share * members[best], float(errors[best])
-            else:
-                share /= 2
-        return weights, error
-
     @staticmethod
     def _prune(weights: np.ndarray, error_at: Callable[[np.ndarray], float]) -> np.ndarray:
         """Drop members below MIN_WEIGHT when that costs nothing on validation (fewer to load)."""
         pruned = np.where(weights < MIN_WEIGHT, 0.0, weights)
         pruned = pruned / pruned.sum()
         return pruned if error_at(pruned) <= error_at(weights) + 1e-9 else weights
+
+
+NELDER_MEAD_STARTS = ("surrogate", "uniform")
+
+
+class NelderMeadEnsemble(OptimizedWeightsEnsemble):
+    """Weights by Nelder-Mead on the validation metric, with a larger budget of evaluations.
+
+    `start: surrogate` (the default): the optimized fit above, then Nelder-Mead over the members
+    it kept, up to `max_evaluations`. `start: uniform`: Nelder-Mead over every member of the
+    pool from uniform weights, the method as first designed (slow on large pools: thousands of
+    evaluations for 50 members). Either way the result is never worse on the metric than its
+    start.
+    """
+
+    def __init__(
+        self,
+        metric: Metric,
+        start: str = "surrogate",
+        max_evaluations: int = 1000,
+        powers: Sequence[float] = (1.0,),
+    ) -> None:
+        super().__init__(metric, powers=powers, nelder_mead_evaluations=max_evaluations)
+        if start not in NELDER_MEAD_STARTS:
+            raise ValueError(
+                f"NelderMeadEnsemble start must be one of {NELDER_MEAD_STARTS}; got {start!r}"
+            )
+        self.start = start
+        self.max_evaluations = max_evaluations
+
+    def fit(self, preds: Sequence[np.ndarray], y: np.ndarray) -> NelderMeadEnsemble:
+        if self.start == "surrogate":
+            super().fit(preds, y)
+            return self
+        stacked = stack(preds)
+        n = stacked.shape[0]
+        self.single_errors_ = batched_errors(self.metric, y, stacked)
+        uniform = np.full(n, 1.0 / n)
+        powers = self.powers if stacked.ndim == 3 else (1.0,)
+        best: tuple[float, np.ndarray, float, Any] | None = None
+        self.powers_ = {}
+        for power in powers:
+            self.power_ = power
+            raised = stacked if power == 1.0 else powered_probabilities(stacked, power)
+            weights = self._refine(raised, y, uniform, max_members=n)
+            self.powers_[power] = self.nelder_mead_.end_error
+            error = min(self.nelder_mead_.end_error, self.nelder_mead_.start_error)
+            if best is None or error < best[0] - 1e-12:
+                best = (error, weights, power, self.nelder_mead_)
+        assert best is not None
+        _, self.weights_, self.power_, self.nelder_mead_ = best
+        self.best_start_ = "uniform + nelder-mead" if self.nelder_mead_.improved else "uniform"
+        return self
