@@ -25,7 +25,10 @@ def _context() -> Any:
     global _CONTEXT
     if _CONTEXT is None:
         _CONTEXT = multiprocessing.get_context("forkserver")
-        _CONTEXT.set_forkserver_preload(["automl.search.evaluate", "automl.models.sklearn_models"])
+        # `trial_process` first: the server's children never import the user's main module,
+        # so a script without a main guard works.
+        preload = ["automl.search.trial_process", "automl.search.evaluate"]
+        _CONTEXT.set_forkserver_preload([*preload, "automl.models.sklearn_models"])
     return _CONTEXT
 
 
