@@ -20,7 +20,12 @@ from __future__ import annotations
 
 import abc
 import os
+import re
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -54,17 +59,58 @@ TRAINING_PARAMS = frozenset(
 )
 
 
+# A line of TensorFlow's C++ log (`I0000 00:00:17.96 9669 cudart_stub.cc:31] Could not find
+# cuda drivers ...`), or absl's note that such lines go to stderr before it is set up.
+NATIVE_LOG_LINE = re.compile(
+    r"[IWEF]\d{4} \d\d:\d\d:[\d.]+\s+\d+ [\w.-]+:\d+\]|"
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called"
+)
+
+
+@contextmanager
+def native_logs_dropped() -> Iterator[None]:
+    """Drop TensorFlow's C++ log lines written to stderr during the block; everything else
+    written there (a Python warning, a real error's message) is written back after it.
+
+    `TF_CPP_MIN_LOG_LEVEL` does not reach the lines TensorFlow's libraries write while they
+    load, before absl's logging is set up (`cudart_stub.cc:31] Could not find cuda drivers`):
+    they go straight to file descriptor 2, so that is where they are caught."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to keep quiet
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode(errors="replace")
+            kept = [line for line in text.splitlines(keepends=True)
+                    if not NATIVE_LOG_LINE.match(line)]  # fmt: skip
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
 def import_keras(threads: int = 1) -> Any:
-    """Import Keras on TensorFlow quietly, with TensorFlow's thread pools set to `threads`."""
+    """Import Keras on TensorFlow quietly, with TensorFlow's thread pools set to `threads`:
+    no TensorFlow log line reaches the user's terminal (errors still arrive, as exceptions)."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-    import keras
-    import tensorflow as tf
+    with native_logs_dropped():
+        import keras
+        import tensorflow as tf
 
+        gpus = tf.config.list_physical_devices("GPU")  # where CUDA logs that it found none
     tf.get_logger().setLevel("ERROR")  # retracing notices for each new trial's model are noise
-    gpus = tf.config.list_physical_devices("GPU")
     try:  # only possible before TensorFlow's runtime starts; later calls keep the first value
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
