@@ -230,8 +230,8 @@ def _search(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _ensemble(args: argparse.Namespace) -> int:
-    from automl.ensemble import DEFAULT_METHODS, METHODS
-    from automl.ensemble.build import Recipe, build_ensemble, load_recipe
+    from automl.ensemble import METHODS
+    from automl.ensemble.build import Recipe, build_ensemble, default_recipes, load_recipe
     from automl.report import format_table, write_leaderboard
     from automl.run import RunDir
 
@@ -240,10 +240,11 @@ def _ensemble(args: argparse.Namespace) -> int:
     if args.top_k is not None and args.top_k < 1:
         raise UserInputError(f"--top-k must be a positive whole number; got {args.top_k}")
     recipes = [load_recipe(path) for path in args.recipe or []]
-    for method in args.method or ([] if recipes else list(DEFAULT_METHODS)):
+    for method in args.method or []:
         if method not in METHODS:
             raise UserInputError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
         recipes.append(Recipe(method=method, top_k=args.top_k))
+    recipes = recipes or default_recipes(args.top_k)
     for recipe in recipes:
         summary = build_ensemble(run, recipe)
         weights = ", ".join(f"{m['name']} {m['weight']:.2f}" for m in summary["members"][:6])

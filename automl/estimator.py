@@ -15,7 +15,7 @@ import tempfile
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,10 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from automl.data import MIN_ROWS
 from automl.errors import UserInputError
 
-DEFAULT_RECIPES = ("greedy",)
+if TYPE_CHECKING:
+    from automl.ensemble.build import Recipe
+
+DEFAULT_RECIPES = "default"  # the recipes `automl ensemble` builds (`build.default_recipes`)
 
 
 def _as_frame(x: Any, n_features: int | None = None) -> tuple[pd.DataFrame, bool]:
@@ -76,8 +79,12 @@ class _AutoMLEstimator(BaseEstimator):
         metric: str | None = None,
         ensemble: str | Sequence[str] | None = DEFAULT_RECIPES,
         refit: bool = True,
+        backend: str = "optuna",
+        sampler: str | None = None,
         executor: str = "local",
         workers: int = 1,
+        ray_address: str | None = None,
+        storage: str | None = None,
         n_jobs: int | None = None,
         test_size: float = 0.2,
         seed: int = 0,
@@ -91,8 +98,12 @@ class _AutoMLEstimator(BaseEstimator):
         self.metric = metric
         self.ensemble = ensemble
         self.refit = refit
+        self.backend = backend
+        self.sampler = sampler
         self.executor = executor
         self.workers = workers
+        self.ray_address = ray_address
+        self.storage = storage
         self.n_jobs = n_jobs
         self.test_size = test_size
         self.seed = seed
@@ -104,6 +115,7 @@ class _AutoMLEstimator(BaseEstimator):
         """Search, ensemble and keep the best model by validation score; returns self."""
         import time
 
+        from automl.ensemble.build import recipes_from
         from automl.refit import refit_best
         from automl.search.loop import run_search
 
@@ -128,6 +140,10 @@ class _AutoMLEstimator(BaseEstimator):
                 f"{MIN_ROWS} is required (to split fit, validation and test parts)."
             )
         started = time.time()
+        try:
+            recipes = recipes_from(self.ensemble)  # a bad recipe is refused before the search
+        except UserInputError as exc:
+            raise ValueError(str(exc)) from None
         column = _free_name(list(frame.columns))
         data = frame.assign(**{column: target})
         out = self._new_run_dir()
@@ -145,12 +161,16 @@ class _AutoMLEstimator(BaseEstimator):
                 task=self._task_of(target),
                 metric=self.metric,
                 cv=self.cv,
+                backend=self.backend,
+                sampler=self.sampler,
                 executor=self.executor,
                 workers=self.workers,
+                ray_address=self.ray_address,
+                storage=self.storage,
                 threads=self.n_jobs,
                 progress=print if self.verbose else (lambda line: None),
             )
-            self._build_ensembles(out)
+            self._build_ensembles(out, recipes)
             if self.refit:
                 deadline = started + self.time_budget if self.time_budget is not None else None
                 refit_best(out, data=data, deadline=deadline, threads=self.n_jobs)
@@ -205,15 +225,16 @@ class _AutoMLEstimator(BaseEstimator):
         number = 1 + max((int(p.name[4:]) for p in parent.glob("fit-[0-9]*")), default=0)
         return parent / f"fit-{number:03d}"
 
-    def _build_ensembles(self, out: Path) -> None:
-        from automl.ensemble.build import build_ensemble, load_recipe
+    def _build_ensembles(self, out: Path, recipes: list[Recipe]) -> None:
+        """The recipes `ensemble` names, each scored honestly; `_attach` then takes the best
+        of them and of the single trials, as `automl ensemble` and `automl.load` do."""
+        from automl.ensemble.build import build_ensemble
         from automl.report import write_leaderboard
         from automl.run import RunDir
 
-        recipes = [self.ensemble] if isinstance(self.ensemble, str) else self.ensemble or []
-        run = RunDir(out)
+        run = RunDir(out, storage_url=self.storage)
         for recipe in recipes:
-            build_ensemble(run, load_recipe(recipe))
+            build_ensemble(run, recipe)
         write_leaderboard(run)
 
     def _attach(self, out: Path, which: str = "best") -> None:
@@ -273,12 +294,17 @@ class AutoMLClassifier(ClassifierMixin, _AutoMLEstimator):
     (a bundled name such as "tabular" or "lightgbm", a YAML path, or a list; default: chosen
     by the data), `cv` folds of cross-fitting ("auto": 5 for tabular data up to 100,000 rows,
     else one holdout split), `metric` (default roc_auc / log_loss),
-    `ensemble` recipes fitted after the search (None for none), `refit` (the chosen model's
-    members refit on every row, the default; False keeps the search-time models),
-    `executor` ("local" or "ray") and `workers`, `n_jobs` (threads per trial; default all
-    cores), `test_size` (rows held out to score the
+    `ensemble` recipes fitted after the search ("default": the four `automl ensemble` builds;
+    a recipe's name or path, or a list; None for none), `refit` (the chosen model's members
+    refit on every row, the default; False keeps the search-time models), `backend`
+    ("optuna", "hyperopt" or "keras-tuner") and `sampler` ("tpe" or "random"; keras-tuner:
+    "random", "bayesian" or "hyperband"), `executor` ("local" or "ray"), `workers` (trials at
+    a time on Ray), `ray_address` (a Ray cluster to join; default a local Ray), `storage` (a
+    SQLAlchemy URL for the study, such as PostgreSQL; default the run directory's SQLite),
+    `n_jobs` (threads per trial; default all cores), `test_size` (rows held out to score the
     result honestly), `seed`, `run_dir` (a folder that keeps each fit's run directory;
-    default a temporary one).
+    default a temporary one). The model kept is the best ensemble or trial by honest
+    validation score (`automl.load`'s rule).
     """
 
     _task = "classification"

@@ -4,6 +4,7 @@ paths that cannot be written, `--version`, Parquet output."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import zipfile
 from collections.abc import Callable
@@ -23,7 +24,7 @@ import automl
 from automl.data import coerce_features, infer_schema, load_dataset
 from automl.resources import bundled_recipes, bundled_spaces, space_path
 from automl.search.loop import default_space
-from tests.conftest import FAST_TREES, ROOT, Cli, shared, write_space
+from tests.conftest import FAST_MLP, FAST_TREES, ROOT, Cli, shared, write_space
 
 TINY = {"time_budget": None, "trials": 1, "space": "linear", "ensemble": None}
 
@@ -286,3 +287,93 @@ def automl_data_iris() -> pd.DataFrame:
     from automl.data import read_table
 
     return read_table("builtin:iris").drop(columns=["target"])
+
+
+def test_a_default_fit_builds_the_four_recipes_and_keeps_the_best_by_honest_score(
+    tmp_path: Path,
+) -> None:
+    from automl.ensemble import DEFAULT_METHODS
+    from automl.ensemble.build import load_ensembles
+    from automl.run import RunDir, load_trials
+
+    x, y = _blood()
+    space = write_space(tmp_path, "rf.yaml", FAST_TREES)
+    est = automl.AutoMLClassifier(time_budget=None, trials=4, space=["linear", str(space)], cv=3)
+    est.fit(x, y)
+    run = RunDir(est.run_dir_)
+    ensembles = {e["name"]: e for e in load_ensembles(run)}
+    assert sorted(ensembles) == sorted(DEFAULT_METHODS)
+    assert sorted(DEFAULT_METHODS) == ["greedy", "mean", "optimized", "stacking"]
+    assert ensembles["optimized"]["nelder_mead"]["evaluations"] >= 1
+    # The kept model is the best honest score among the ensembles and the single trials; a
+    # tie goes to the single trial.
+    scored = [(e["honest_val_score"], 0, f"ensemble-{name}") for name, e in ensembles.items()]
+    scored += [(t.val_score, 1, t.name) for t in load_trials(run) if t.val_score is not None]
+    best = max(scored)
+    assert est.name.removesuffix(" (refit on every row)") == best[2]
+    assert est.get_params()["ensemble"] == "default"
+    with pytest.raises(ValueError, match=r"^nope: no such recipe file, and not a bundled one"):
+        automl.AutoMLClassifier(trials=1, space="linear", ensemble="nope", run_dir=tmp_path).fit(
+            x, y
+        )
+    assert not (tmp_path / "fit-001").exists()  # refused before any search
+
+
+GUARDLESS_SCRIPT = """\
+import sys
+from sklearn.datasets import load_breast_cancer
+from automl import AutoMLClassifier
+X, y = load_breast_cancer(return_X_y=True)
+clf = AutoMLClassifier(time_budget=None, trials=1, space=sys.argv[1], cv=0, ensemble=None,
+                       run_dir=sys.argv[2]).fit(X, y)
+print("fitted", clf.name, round(clf.score(X, y), 3), clf.run_dir_)
+"""
+
+
+@pytest.mark.slow
+def test_a_script_without_a_main_guard_fits_a_network_and_nothing_prints_tensorflow_logs(
+    tmp_path: Path,
+) -> None:
+    """How most people first try a library: a plain script, no `if __name__ == "__main__":`,
+    run as a file and from standard input; its network trial runs in a worker process, which
+    must not run the script again. Neither the script nor `automl predict` on its run shows a
+    line of TensorFlow's C++ log (`cudart_stub.cc:31] Could not find cuda drivers ...`)."""
+    import subprocess
+    import sys
+
+    from automl.models.keras_base import NATIVE_LOG_LINE
+
+    space = write_space(tmp_path, "mlp.yaml", FAST_MLP.replace("value: 3", "value: 40"))
+    script = tmp_path / "script.py"
+    script.write_text(GUARDLESS_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP")}
+    outputs = []
+    for how, args, stdin in (
+        ("file", [str(script)], None),
+        ("stdin", ["-"], GUARDLESS_SCRIPT),
+    ):
+        done = subprocess.run(
+            [sys.executable, *args, str(space), str(tmp_path / how)],
+            input=stdin, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        words = done.stdout.split()
+        assert words[:2] == ["fitted", "t0000-mlp"] and float(words[-2]) > 0.85, done.stdout
+        outputs.append(done.stdout + done.stderr)
+    run_dir = Path(words[-1])
+    data = tmp_path / "rows.csv"
+    pd.DataFrame(
+        __import__("sklearn.datasets").datasets.load_breast_cancer(return_X_y=True)[0][:20],
+        columns=[f"x{i}" for i in range(30)],
+    ).to_csv(data, index=False)
+    predicted = subprocess.run(
+        [str(Path(sys.executable).with_name("automl")), "predict", str(run_dir),
+         "--data", str(data), "--out", str(tmp_path / "p.csv")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr
+    assert predicted.stdout.startswith("20 predictions from t0000-mlp")
+    outputs.append(predicted.stdout + predicted.stderr)
+    for text in outputs:
+        noise = [line for line in text.splitlines() if NATIVE_LOG_LINE.match(line)]
+        assert noise == [] and "cuda" not in text.lower(), text

@@ -304,3 +304,41 @@ def test_job_submission_waits_for_a_job_agent_that_is_still_starting(
     assert cluster.calls == 3
     with pytest.raises(RuntimeError, match="status code 400: bad runtime_env"):
         ray_job.submit(Refusing(), entrypoint="automl search")  # other errors are not retried
+
+
+PIPELINE_ON_RAY = """\
+import json, sys
+import numpy as np, pandas as pd
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from automl import AutoMLClassifier
+frame = pd.read_csv(sys.argv[1])
+x, y = frame.drop(columns=["Class"]), frame["Class"]
+x_fit, x_new, y_fit, y_new = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
+clf = AutoMLClassifier(time_budget=None, trials=4, space=sys.argv[2], executor="ray", workers=2,
+                       n_jobs=1, run_dir=sys.argv[3])
+pipe = make_pipeline(StandardScaler(), clf).fit(x_fit, y_fit)
+print(json.dumps({"score": pipe.score(x_new, y_new), "run_dir": str(clf.run_dir_)}))
+"""
+
+
+def test_an_estimator_on_ray_with_two_workers_inside_a_pipeline(
+    tmp_path: Path, blood: Path
+) -> None:
+    space = write_space(tmp_path, "t.yaml", SECOND_TREES)
+    script = tmp_path / "pipeline.py"
+    script.write_text(PIPELINE_ON_RAY)  # no main guard: the trials run on Ray's workers
+    done = subprocess.run(
+        [sys.executable, str(script), str(blood), str(space), str(tmp_path / "fits")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    majority = 1 - pd.read_csv(blood)["Class"].mean()
+    assert result["score"] > majority - 0.02  # accuracy on rows the search never saw
+    run = RunDir(result["run_dir"])
+    study = optuna.load_study(study_name=STUDY_NAME, storage=run.storage())
+    assert (study.user_attrs["executor"], study.user_attrs["workers"]) == ("ray (local)", 2)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 4 and all(t.user_attrs.get("node") for t in complete)

@@ -11,6 +11,7 @@ import io
 import re
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -44,6 +45,7 @@ DEFAULT_TOP_K = 20
 # (`search.budget.REFIT_MEMBERS`).
 STACKING_POOL = 5
 DEFAULT_TOP_K_BY_METHOD = {"stacking": STACKING_POOL}
+DEFAULT = "default"  # names the default recipes where a recipe's name or path is expected
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 TARGETS_DIR = "targets"
 COMBINER_FILE = "combiner.joblib"
@@ -82,6 +84,27 @@ class Recipe:
     @property
     def pool_size(self) -> int:
         return self.top_k if self.top_k is not None else default_top_k(self.method)
+
+
+def default_recipes(top_k: int | None = None) -> list[Recipe]:
+    """What `automl ensemble` and the estimators build when not told (`DEFAULT_METHODS`):
+    each method with its default pool, or `top_k` members."""
+    from automl.ensemble import DEFAULT_METHODS
+
+    return [Recipe(method=method, top_k=top_k) for method in DEFAULT_METHODS]
+
+
+def recipes_from(names: str | Sequence[str] | None) -> list[Recipe]:
+    """Recipes named by a setting: "default" (the default recipes), a bundled recipe's name or
+    a YAML path, a list of those, or None (none)."""
+    if names is None:
+        return []
+    if isinstance(names, str):
+        names = [names]
+    recipes: list[Recipe] = []
+    for name in names:
+        recipes.extend(default_recipes() if name == DEFAULT else [load_recipe(name)])
+    return recipes
 
 
 def default_top_k(method: str) -> int:
