@@ -33,6 +33,11 @@ from automl.models import FAMILIES, BuildContext
 from automl.preprocess import fit_encoder, layout, transform
 from automl.run import ENCODER_FILE, REFIT_INFO, RunDir, load_trials
 
+# Why several targets keep their search-time models: a refit learns every target's counts
+# (epochs, iterations) from the one objective's early stopping, which the further targets'
+# heads and per-target models did not stop on; one holdout split keeps their scores honest.
+SEVERAL_TARGETS = "the refit on every row takes one target (this run has several)"
+
 
 @dataclass
 class Rows:
@@ -184,7 +189,8 @@ def refit_members(
         return outcome
     info = run.info()
     if info.get("other_targets"):
-        return outcome | {n: "skipped: several targets" for n in todo}
+        say(f"refit: skipped, {SEVERAL_TARGETS}; the search-time models predict")
+        return outcome | {n: f"skipped: {SEVERAL_TARGETS}" for n in todo}
     rows = refit_rows(run, data)
     folds = int(info.get("cv") or 0)
     train_rows = info["rows"].get("train_cross_fitted") or info["rows"]["fit"]

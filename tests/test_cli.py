@@ -366,7 +366,8 @@ MORE_BAD_INPUT = [
             "--cv",
             "3",
         ],  # fmt: skip
-        r"--cv: not supported with several targets yet",
+        r"--cv: cross-fitting takes one target; several targets keep one holdout split \(--cv 0 "
+        r"or auto\)",
     ),
     (
         "unknown pruner",

@@ -71,7 +71,15 @@ def test_several_targets_end_to_end(tmp_path: Path, credit: Path, cli: Cli) -> N
         "credit_amount",
         "housing",
     ]
-    assert cli("ensemble", run).code == 0  # the objective's predictions, as ever
+    ensembled = cli("ensemble", run)  # the objective's predictions, as ever
+    assert ensembled.code == 0
+    # The refit on every row is skipped, said in one line; the search-time models predict.
+    said = [line for line in ensembled.out.splitlines() if line.startswith("refit:")]
+    assert said == [
+        "refit: skipped, the refit on every row takes one target (this run has several); "
+        "the search-time models predict"
+    ]
+    assert not list(run.glob("trials/*/refit"))
     out = tmp_path / "p.csv"
     assert cli("predict", run, "--data", credit, "--out", out).code == 0
     assert set(pd.read_csv(out).prediction) <= {"good", "bad"}

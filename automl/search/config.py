@@ -86,7 +86,11 @@ class SearchConfig:
                 "cv",
             )
         if self.other_targets and cv not in ("auto", 0):
-            raise _bad("cv: not supported with several targets yet", "cv")
+            raise _bad(
+                "cv: cross-fitting takes one target; several targets keep one holdout split "
+                "(cv 0 or auto)",
+                "cv",
+            )
         if self.backend not in BACKENDS:
             raise _bad(
                 f"backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}", "backend"
