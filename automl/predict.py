@@ -186,6 +186,8 @@ def predict_to_file(
         try:
             with open(tmp, "w", encoding="utf-8", newline="") as text:
                 for chunk in iter_table(data, chunk_rows):
+                    if chunk.empty:  # a header and no rows: said below, in one line
+                        continue
                     predictions = predictor.predict_frame(chunk, source=data)
                     rows += len(predictions)
                     if parquet:
