@@ -144,7 +144,9 @@ def _parser() -> argparse.ArgumentParser:
         "--compare", nargs="+", metavar="RUN_DIR", help="compare runs on the same dataset"
     )
     report.add_argument(
-        "--out", default="comparison.html", help="where --compare writes (default comparison.html)"
+        "--out",
+        help="with --compare: the page to write (default comparison.html); else the folder for "
+        "the leaderboard and report.html (default the run directory, which may be read-only)",
     )
 
     predict = sub.add_parser("predict", help="predict new data with the best ensemble or model")
@@ -281,15 +283,24 @@ def _report(args: argparse.Namespace) -> int:
         runs = ([args.run_dir] if args.run_dir else []) + args.compare
         if len(runs) < 2:
             raise UserInputError("--compare needs at least two run directories")
-        check_can_write(Path(args.out), "--out")
-        print(f"comparison: {write_comparison(runs, args.out)}")
+        out = Path(args.out or "comparison.html")
+        check_can_write(out, "--out")
+        print(f"comparison: {write_comparison(runs, out)}")
         return 0
     if not args.run_dir:
         raise UserInputError("report needs a RUN_DIR (or --compare RUN_A RUN_B ...)")
     run = RunDir(args.run_dir)
     run.info()  # a run directory, before anything is written into it
-    check_can_write(run.path / "report.html", "report")
-    path = write_report(run)
+    folder = Path(args.out) if args.out else run.path
+    if args.out and folder.exists() and not folder.is_dir():
+        raise UserInputError(f"--out {folder}: is a file; expected a folder for the report")
+    try:
+        check_can_write(folder / "report.html", "--out" if args.out else "report")
+    except UserInputError as exc:
+        hint = "" if args.out else "; --out FOLDER writes the report elsewhere"
+        raise UserInputError(f"{exc}{hint}") from None
+    folder.mkdir(parents=True, exist_ok=True)
+    path = write_report(run, folder)
     print(f"report: {path}")
     return 0
 

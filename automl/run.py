@@ -29,7 +29,8 @@ from automl.io import MANIFEST, check_can_write, read_json, verify
 
 RUN_FILE = "run.json"
 REFIT_INFO = "refit.json"  # written last into a refit folder: its presence means complete
-STUDY_NAME = "automl"
+STUDY_FILE = "study.db"  # the run's own study, found beside run.json wherever the run now is
+STUDY_NAME = "automl"  # the study's name in the run's own study.db
 
 
 def mask_url(url: str) -> str:
@@ -89,7 +90,28 @@ class RunDir:
         return self.path / "ensembles" / method
 
     def default_storage(self) -> str:
-        return f"sqlite:///{self.path / 'study.db'}"
+        """The run's own SQLite study, `study.db` in the run directory as it is now."""
+        return f"sqlite:///{self.path / STUDY_FILE}"
+
+    def own_study(self) -> bool:
+        """Whether the study is the run's own `study.db` (not a database elsewhere)."""
+        url = self.info().get("storage")
+        if url is None:
+            return True
+        # Runs from before the study was found relative to the run: an absolute path to a
+        # study.db that is not there any more, when the run directory holds one.
+        path = url.removeprefix("sqlite:///")
+        return (
+            url.startswith("sqlite:///")
+            and path.endswith(f"/{STUDY_FILE}")
+            and not Path(path).exists()
+            and (self.path / STUDY_FILE).exists()
+        )
+
+    def study_name(self) -> str:
+        """The study's name in its database: `automl` in the run's own study.db; a name of
+        its own in a database that other runs may share (PostgreSQL)."""
+        return str(self.info().get("study_name", STUDY_NAME)) if self.exists() else STUDY_NAME
 
     def exists(self) -> bool:
         return self.run_file.exists()
@@ -102,9 +124,17 @@ class RunDir:
         return read_json(self.run_file)
 
     def storage(self) -> str:
-        """The study's storage URL; a password is read from AUTOML_STORAGE_PASSWORD if masked."""
+        """The study's storage URL; a password is read from AUTOML_STORAGE_PASSWORD if masked.
+        The run's own study.db is found where the run directory is now, so a run can be moved,
+        copied or downloaded; in a directory that cannot be written, it is opened read-only."""
         if self.storage_url:
             return self.storage_url
+        if self.own_study():
+            if os.access(self.path, os.W_OK):
+                return self.default_storage()
+            # SQLite writes -wal and -shm files beside the database even to read it; an
+            # immutable database needs none (a finished search left nothing in its log).
+            return f"sqlite:///file:{self.path / STUDY_FILE}?mode=ro&immutable=1&uri=true"
         url = self.info()["storage"]
         if "***@" in url:
             password = os.environ.get("AUTOML_STORAGE_PASSWORD")
@@ -179,7 +209,7 @@ def opened_study(run: RunDir) -> Iterator[Any]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=STUDY_NAME, storage=run.storage())
+    study = optuna.load_study(study_name=run.study_name(), storage=run.storage())
     try:
         yield study
     finally:

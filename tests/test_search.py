@@ -234,7 +234,8 @@ def _kill_then_resume(tmp_path: Path, storage: str | None) -> None:
             if not (out / "run.json").exists():
                 continue
             try:
-                trials = optuna.load_study(study_name=STUDY_NAME, storage=storage).get_trials()
+                name = RunDir(out).study_name()
+                trials = optuna.load_study(study_name=name, storage=storage).get_trials()
             except Exception:  # noqa: BLE001 (the study may not exist yet)
                 continue
             done = {t.number: t.value for t in trials if t.state.name == "COMPLETE"}
@@ -257,7 +258,7 @@ def _kill_then_resume(tmp_path: Path, storage: str | None) -> None:
     for number, value in before.items():  # finished trials kept, unchanged
         assert records[number].status == "complete" and records[number].val_score == value
     assert records[running_at_kill].status == "interrupted"
-    trials = optuna.load_study(study_name=STUDY_NAME, storage=storage).get_trials()
+    trials = optuna.load_study(study_name=RunDir(out).study_name(), storage=storage).get_trials()
     retry = [t for t in trials if t.user_attrs.get("retry_of") == running_at_kill]
     assert len(retry) == 1  # the interrupted configuration ran again, once
     # A trial killed while its parameters were being drawn holds only those drawn so far;
@@ -278,8 +279,13 @@ def test_storage_url_elsewhere_holds_the_study(tmp_path: Path, blood_search: Blo
     assert (tmp_path / "elsewhere.db").exists() and not (tmp_path / "run" / "study.db").exists()
     assert RunDir(tmp_path / "run").info()["storage"] == url
     blood_search(FAST_LINEAR, trials=3)  # no --storage: resume finds the study from run.json
-    study = optuna.load_study(study_name=STUDY_NAME, storage=url)
+    name = RunDir(tmp_path / "run").study_name()  # its own name in a database runs may share
+    assert name.startswith("automl-") and name != STUDY_NAME
+    study = optuna.load_study(study_name=name, storage=url)
     assert len(study.trials) == 3
+    other = blood_search(FAST_LINEAR, trials=1, storage=url, out="other")  # a second run there
+    assert RunDir(other.run_dir).study_name() != name
+    assert len(optuna.load_study(study_name=name, storage=url).trials) == 3  # untouched
 
 
 def _ask(study: optuna.Study, space: SearchSpace, proposer: HyperoptProposer | None) -> tuple:

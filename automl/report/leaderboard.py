@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 from automl.ensemble.build import load_ensembles
@@ -85,10 +86,12 @@ def fmt(value: Any) -> str:
 
 
 def write_leaderboard(
-    run: RunDir, records: list[TrialRecord] | None = None
+    run: RunDir, records: list[TrialRecord] | None = None, out: Path | None = None
 ) -> list[dict[str, Any]]:
+    """leaderboard.csv and leaderboard.md into `out` (default the run directory); the rows."""
     import csv
 
+    out = out or run.path
     rows = leaderboard_rows(run, records)
     columns = columns_of(rows)
     buffer = io.StringIO()
@@ -96,13 +99,13 @@ def write_leaderboard(
     writer.writeheader()
     for row in rows:
         writer.writerow({c: fmt(row.get(c)) for c in columns})
-    write_text_atomic(run.path / "leaderboard.csv", buffer.getvalue())
+    write_text_atomic(out / "leaderboard.csv", buffer.getvalue())
     md_columns = [c for c in columns if c not in ("params", "error")]
     lines = ["| " + " | ".join(md_columns) + " |", "|" + "---|" * len(md_columns)]
     for row in rows:
         cells = [fmt(row.get(c)).replace("|", "\\|") for c in md_columns]
         lines.append("| " + " | ".join(cells) + " |")
-    write_text_atomic(run.path / "leaderboard.md", "\n".join(lines) + "\n")
+    write_text_atomic(out / "leaderboard.md", "\n".join(lines) + "\n")
     return rows
 
 

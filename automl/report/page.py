@@ -225,7 +225,7 @@ def _facts(run: RunDir, info: dict, records: list[TrialRecord], metric: Metric) 
         f"{counts['pruned']} pruned, {counts['interrupted']} interrupted and re-run",
         "spaces": ", ".join(info.get("space_files", []))
         + (f" ({info['space_choice']})" if info.get("space_choice", "given") != "given" else ""),
-        "storage": info["storage"],
+        "storage": info["storage"] or "study.db in the run directory",
         "command": " ".join(info.get("command") or []),
         "created": info.get("created", ""),
         "versions": ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items()),
@@ -335,14 +335,15 @@ def _ensemble_section(ensembles: list[dict], metric: Metric) -> str:
     return "".join(parts)
 
 
-def write_report(run: RunDir) -> str:
-    """Write leaderboard.csv/.md and a self-contained report.html; return the HTML's path."""
+def write_report(run: RunDir, out: Path | None = None) -> str:
+    """Write leaderboard.csv/.md and a self-contained report.html into `out` (default the run
+    directory; another folder for a run that cannot be written); return the HTML's path."""
     started = time.perf_counter()
     info = run.info()
     metric = METRICS[info["metric"]]
     greater = metric.greater_is_better
     records = load_trials(run)
-    rows = write_leaderboard(run, records)
+    rows = write_leaderboard(run, records, out)
     ensembles = load_ensembles(run)
     facts = _facts(run, info, records, metric)
     best = rows[0] if rows and rows[0]["status"] == "complete" else None
@@ -460,6 +461,6 @@ metric {esc(metric.name)}, {esc(facts["budget"])}</p>
 <script>{SCRIPT}</script>
 </body></html>
 """
-    path = run.path / "report.html"
+    path = (out or run.path) / "report.html"
     write_text_atomic(path, page)
     return str(path)

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -68,7 +69,11 @@ def make_sampler(sampler: str, backend: str, seed: int) -> Any:
 
 
 def _open_study(
-    storage: str, direction: Literal["maximize", "minimize"], sampler: Any, pruner: str = "none"
+    storage: str,
+    name: str,
+    direction: Literal["maximize", "minimize"],
+    sampler: Any,
+    pruner: str = "none",
 ) -> Any:
     import optuna
 
@@ -76,7 +81,7 @@ def _open_study(
     try:
         return optuna.create_study(
             storage=searching_storage(storage),
-            study_name=STUDY_NAME,
+            study_name=name,
             direction=direction,
             sampler=sampler,
             pruner=make_pruner(pruner),
@@ -247,9 +252,12 @@ def run_search(
                 settings=("out",),
             )
         if storage is None:
-            storage_url = (
-                previous["storage"] if "***@" not in previous["storage"] else run.storage()
-            )
+            storage_url = run.storage()  # the run's own study.db, wherever the run now is
+        study_name = run.study_name()
+    else:
+        # A database other runs may share (PostgreSQL) holds each run's study by a name of
+        # its own; the run's own study.db keeps the plain name.
+        study_name = STUDY_NAME if storage is None else f"{STUDY_NAME}-{uuid.uuid4().hex[:12]}"
 
     run.storage_url = storage_url  # with its password, for this process only
     created = not run.path.exists()
@@ -258,6 +266,7 @@ def run_search(
         with RunLock(run):
             study = _open_study(
                 storage_url,
+                study_name,
                 chosen_metric.direction,
                 make_sampler(sampler, backend, seed),
                 c.pruner,
@@ -276,7 +285,8 @@ def run_search(
                 write_json_atomic(
                     run.run_file,
                     identity
-                    | _run_facts(dataset, space, space_files, sampler, backend, storage_url, argv)
+                    | _run_facts(dataset, space, space_files, sampler, backend, storage, argv)
+                    | {"study_name": study_name}
                     | {"space_choice": space_choice, "cv_choice": cv_choice}
                     | (
                         {
@@ -327,7 +337,7 @@ def _run_facts(
     space_files: list[str],
     sampler: str,
     backend: str,
-    storage_url: str,
+    storage: str | None,
     argv: Sequence[str] | None,
 ) -> dict[str, Any]:
     return {
@@ -337,7 +347,8 @@ def _run_facts(
         "space": space.to_dict(),
         "sampler": sampler,
         "backend": backend,
-        "storage": mask_url(storage_url),
+        # None: the run's own study.db, found beside run.json wherever the run directory is.
+        "storage": mask_url(storage) if storage is not None else None,
         "command": [mask_url(a) for a in argv] if argv is not None else None,
         "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -365,7 +376,7 @@ def _loop(settings: SearchSettings, trial_timeout: float | None) -> SearchSummar
                 elif worker is not None and FAMILIES[flat["family"]].uses_keras:
                     pruning = (
                         {
-                            "study": STUDY_NAME,
+                            "study": settings.run.study_name(),
                             "storage": settings.run.storage(),
                             "pruner": settings.pruner,
                             "trial_id": trial._trial_id,
