@@ -31,10 +31,15 @@ EXCLUDES = [".venv", "runs", "artifacts", ".git", "**/__pycache__", ".ruff_cache
 
 
 def search_arguments(args: list[str]) -> list[str]:
+    """`automl search`'s arguments for the job: `--out` and the paths that exist here made
+    absolute (the job runs in a folder of its own); anything else (a bundled space's name such
+    as `tabular`, `builtin:iris`, a URL) passed as given."""
     out = list(args)
     for i, arg in enumerate(out[:-1]):
-        if arg in PATH_FLAGS and not out[i + 1].startswith("builtin:"):
-            out[i + 1] = str(Path(out[i + 1]).resolve())
+        value = out[i + 1]
+        local = "://" not in value and (arg == "--out" or Path(value).exists())
+        if arg in PATH_FLAGS and local:
+            out[i + 1] = str(Path(value).resolve())
     if "--executor" not in out:
         out += ["--executor", "ray"]
     if "--ray-address" not in out:

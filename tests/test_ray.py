@@ -342,3 +342,37 @@ def test_an_estimator_on_ray_with_two_workers_inside_a_pipeline(
     assert (study.user_attrs["executor"], study.user_attrs["workers"]) == ("ray (local)", 2)
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(complete) == 4 and all(t.user_attrs.get("node") for t in complete)
+
+
+def test_job_arguments_make_local_paths_absolute_and_pass_names_through(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import ray_job
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.csv").write_text("a,b\n1,2\n")
+    args = ray_job.search_arguments(
+        ["--data", "data.csv", "--space", "tabular", "--space", "builtin:x", "--out", "runs/a",
+         "--test-data", "s3://bucket/test.csv"]
+    )  # fmt: skip
+    assert args == [
+        "--data", str(tmp_path / "data.csv"), "--space", "tabular", "--space", "builtin:x",
+        "--out", str(tmp_path / "runs" / "a"), "--test-data", "s3://bucket/test.csv",
+        "--executor", "ray", "--ray-address", "auto",
+    ]  # fmt: skip
+
+
+def test_executor_ray_without_ray_installed_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['ray'] = None\n"  # as if the ray extra were not installed
+        "from automl.cli import main\n"
+        f"sys.exit(main(['search', '--data', 'builtin:iris', '--out', {str(tmp_path / 'run')!r},"
+        " '--executor', 'ray']))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "error: --executor ray needs Ray, which is not installed: pip install 'automl[ray]'\n"
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -23,6 +23,16 @@ DEFAULT_MAX_FAILURES_IN_A_ROW = 20
 EXECUTORS = ("local", "ray")
 
 
+def _installed(module: str) -> bool:
+    """Whether `module` can be imported, without importing it (Ray takes seconds)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a stubbed-out module
+        return False
+
+
 def _bad(message: str, *settings: str) -> UserInputError:
     return UserInputError(message, settings=settings)
 
@@ -157,4 +167,9 @@ class SearchConfig:
                 "trial_timeout is for the local executor; Ray runs each trial in its own "
                 "worker already",
                 "trial_timeout",
+            )
+        elif not _installed("ray"):
+            raise _bad(
+                "executor ray needs Ray, which is not installed: pip install 'automl[ray]'",
+                "executor",
             )
