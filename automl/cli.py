@@ -28,6 +28,16 @@ def _folds(value: str) -> int | str:
         ) from None
 
 
+def _workers(value: str) -> int | str:
+    """--workers: a whole number or `auto` (checked further by the search)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number or auto; got {value!r}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     from automl import __version__
 
@@ -90,7 +100,13 @@ def _parser() -> argparse.ArgumentParser:
         "folds for tabular data up to 100,000 rows, else 0",
     )
     search.add_argument("--executor", default="local", help="local (default) or ray")
-    search.add_argument("--workers", type=int, default=1, help="trials at a time (ray)")
+    search.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        help="trials at a time (ray); auto: as many as the cluster has CPUs for, nodes that "
+        "join during the search included",
+    )
     search.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs per trial (ray)")
     search.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial (ray)")
     search.add_argument("--ray-address", help="join this Ray cluster (default: a local Ray)")

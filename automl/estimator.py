@@ -82,7 +82,7 @@ class _AutoMLEstimator(BaseEstimator):
         backend: str = "optuna",
         sampler: str | None = None,
         executor: str = "local",
-        workers: int = 1,
+        workers: int | str = 1,
         ray_address: str | None = None,
         storage: str | None = None,
         n_jobs: int | None = None,
@@ -299,7 +299,8 @@ class AutoMLClassifier(ClassifierMixin, _AutoMLEstimator):
     refit on every row, the default; False keeps the search-time models), `backend`
     ("optuna", "hyperopt" or "keras-tuner") and `sampler` ("tpe" or "random"; keras-tuner:
     "random", "bayesian" or "hyperband"), `executor` ("local" or "ray"), `workers` (trials at
-    a time on Ray), `ray_address` (a Ray cluster to join; default a local Ray), `storage` (a
+    a time on Ray; "auto": as many as the cluster has CPUs for), `ray_address` (a Ray cluster
+    to join; default a local Ray), `storage` (a
     SQLAlchemy URL for the study, such as PostgreSQL; default the run directory's SQLite),
     `n_jobs` (threads per trial; default all cores), `test_size` (rows held out to score the
     result honestly), `seed`, `run_dir` (a folder that keeps each fit's run directory;

@@ -38,6 +38,20 @@ def mask_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
+def with_password(url: str, what: str) -> str:
+    """A storage URL whose password is masked (`***`, as run.json and manifests hold it) with
+    the password from AUTOML_STORAGE_PASSWORD, which keeps it out of every file."""
+    if "***@" not in url:
+        return url
+    password = os.environ.get("AUTOML_STORAGE_PASSWORD")
+    if password is None:
+        raise UserInputError(
+            f"{what}'s password is not stored; set AUTOML_STORAGE_PASSWORD or give the URL",
+            settings=("storage",),
+        )
+    return url.replace("***@", f"{password}@", 1)
+
+
 def searching_storage(url: str) -> Any:
     """The storage the search process writes through: a URL as optuna takes it, except that a
     SQLite study runs in write-ahead-log mode with `synchronous=NORMAL`. A commit then reaches
@@ -135,17 +149,7 @@ class RunDir:
             # SQLite writes -wal and -shm files beside the database even to read it; an
             # immutable database needs none (a finished search left nothing in its log).
             return f"sqlite:///file:{self.path / STUDY_FILE}?mode=ro&immutable=1&uri=true"
-        url = self.info()["storage"]
-        if "***@" in url:
-            password = os.environ.get("AUTOML_STORAGE_PASSWORD")
-            if password is None:
-                raise UserInputError(
-                    f"{self.run_file}: the storage URL's password is not stored; "
-                    "set AUTOML_STORAGE_PASSWORD or give the storage URL",
-                    settings=("storage",),
-                )
-            url = url.replace("***@", f"{password}@", 1)
-        return url
+        return with_password(self.info()["storage"], f"{self.run_file}: the storage URL")
 
     def check_out_path(self) -> None:
         if self.path.exists() and not self.path.is_dir():

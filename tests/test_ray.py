@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,7 +24,7 @@ import pytest
 
 from automl.io import verify
 from automl.run import STUDY_NAME, RunDir, load_trials
-from tests.conftest import ROOT, shared, write_space
+from tests.conftest import ROOT, missing, shared, write_space
 
 pytestmark = pytest.mark.slow
 
@@ -193,6 +195,20 @@ def test_a_killed_driver_resumes_without_losing_or_repeating_a_trial(
 @pytest.fixture
 def cluster(tmp_path: Path):  # noqa: ANN201
     """A 2-node Ray cluster on 127.0.0.1 (head + one worker, one CPU each), token auth on."""
+    yield from _cluster(tmp_path, hide=None)
+
+
+@pytest.fixture
+def cluster_without_shared_disk(tmp_path: Path):  # noqa: ANN201
+    """The same cluster, but the worker node cannot see this test's folder (the run
+    directory's parent, the data): its `ray start` runs in a mount namespace of its own with
+    an empty tmpfs over the folder, as a machine without a shared filesystem would."""
+    if shutil.which("unshare") is None:
+        missing("unshare (util-linux) is needed to hide the run directory from a Ray node")
+    yield from _cluster(tmp_path, hide=tmp_path)
+
+
+def _cluster(tmp_path: Path, hide: Path | None):  # noqa: ANN202
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))
     port, dashboard, head_agent, worker_agent = (_free_port() for _ in range(4))
     ray = str(Path(sys.executable).parent / "ray")
@@ -206,6 +222,10 @@ def cluster(tmp_path: Path):  # noqa: ANN201
     worker = [ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
               "--node-ip-address=127.0.0.1", f"--dashboard-agent-listen-port={worker_agent}",
               "--disable-usage-stats"]  # fmt: skip
+    if hide is not None:  # the node's processes inherit the namespace and see an empty folder
+        hidden = f"mount -t tmpfs tmpfs {shlex.quote(str(hide))} && exec {shlex.join(worker)}"
+        worker = ["unshare", "--mount", "--propagation", "private", "sh", "-c", hidden]
+
     try:
         for command in (head, worker):
             started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
@@ -376,3 +396,137 @@ def test_executor_ray_without_ray_installed_is_one_line_and_writes_nothing(tmp_p
         "error: --executor ray needs Ray, which is not installed: pip install 'automl[ray]'\n"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+SEES_FOLDER = """\
+import json, os, sys
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+
+@ray.remote(num_cpus=0)
+def sees(path):
+    return os.path.exists(path)
+
+nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+print(json.dumps({node: ray.get(sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+    node, soft=False)).remote(sys.argv[2])) for node in nodes}))
+"""
+
+
+def test_a_cluster_without_shared_disk_brings_every_trial_home(
+    tmp_path: Path, blood: Path, cluster_without_shared_disk: dict
+) -> None:
+    """The worker node cannot see the run directory (asserted from a task on it); its trials'
+    files travel to the driver through Ray, so the ensembles use every completed trial,
+    predict works and the report lists them all."""
+    cluster = cluster_without_shared_disk
+    probe = tmp_path / "sees.py"
+    probe.write_text(SEES_FOLDER)
+    sees = subprocess.run(
+        [sys.executable, str(probe), cluster["address"], str(blood)],
+        env=cluster["env"], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert sees.returncode == 0, sees.stderr[-2000:]
+    assert sorted(json.loads(sees.stdout.strip().splitlines()[-1]).values()) == [False, True]
+
+    spaces = [write_space(tmp_path, "t.yaml", SECOND_TREES)]
+    out = tmp_path / "run"
+    result = _search(blood, out, spaces, "--workers", "2", "--trials", "6", "--cv", "3",
+                     "--ray-address", cluster["address"], env=cluster["env"])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    complete = _consistent(out)  # every trial's files are in the run directory, verified
+    assert len(complete) == 6
+    assert len(_nodes(out)) == 2  # the head and the worker node both ran trials
+    moved = [t for t in complete if "transfer_bytes" in t.user_attrs]
+    assert moved and all(t.user_attrs["transfer_bytes"] > 10_000 for t in moved)
+    assert len(moved) < 6  # the driver's own node writes in place
+    assert not (out / ".incoming").exists()
+
+    ensembled = subprocess.run(
+        [sys.executable, "-m", "automl", "ensemble", str(out), "--no-refit"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert ensembled.returncode == 0, ensembled.stderr[-3000:]
+    assert "left out" not in ensembled.stderr
+    greedy = json.loads((out / "ensembles" / "greedy" / "weights.json").read_text())
+    assert greedy["pool_size"] == 6  # every completed trial, from both nodes
+    predicted = subprocess.run(
+        [sys.executable, "-m", "automl", "predict", str(out), "--data", str(blood),
+         "--out", str(tmp_path / "p.csv")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 748
+    reported = subprocess.run(
+        [sys.executable, "-m", "automl", "report", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert reported.returncode == 0, reported.stderr[-3000:]
+    board = pd.read_csv(out / "leaderboard.csv")
+    trials = sorted(n for n in board.name[board.status == "complete"] if n.startswith("t"))
+    assert trials == sorted(f"t{t.number:04d}-random_forest" for t in complete)
+    page = (out / "report.html").read_text()
+    assert all(name in page for name in trials)
+
+
+def test_trial_files_stream_through_the_sink_whole_verified_or_not_at_all(
+    tmp_path: Path, blood: Path
+) -> None:
+    """The transfer itself, with a local Ray: a promoted network's parent fetched to a node's
+    own folder byte for byte; a trial shipped in several chunks appears whole and verified; a
+    file that does not match its manifest is refused and leaves nothing behind."""
+    import ray
+
+    from automl.io import write_manifest
+    from automl.search import ray_files
+    from automl.search.loop import run_search
+
+    spaces = [write_space(tmp_path, "t.yaml", SECOND_TREES)]
+    summary = run_search(data=str(blood), target="Class", out=tmp_path / "run", spaces=spaces,
+                         trials=1, cv=0, threads=1, progress=lambda line: None)  # fmt: skip
+    run = RunDir(summary.run_dir)
+    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        sink = ray_files.start_sink(run)
+        away = tmp_path / "node" / "0000"
+        fetched = ray_files.fetch(sink, 0, away)
+        home = {p.relative_to(run.trial_dir(0)): p.read_bytes()
+                for p in run.trial_dir(0).rglob("*") if p.is_file()}  # fmt: skip
+        assert {p.relative_to(away): p.read_bytes() for p in away.rglob("*") if p.is_file()} == home
+        assert fetched.bytes == sum(len(b) for b in home.values()) > 100_000
+
+        big = away / "big.bin"
+        big.write_bytes(os.urandom(2 * ray_files.CHUNK + 123))  # three chunks
+        write_manifest(away, [*json.loads((away / "manifest.json").read_text()), "big.bin"])
+        shipped = ray_files.ship(sink, 5, away)
+        assert shipped.bytes == fetched.bytes + len(big.read_bytes()) + (
+            (away / "manifest.json").stat().st_size - len(home[Path("manifest.json")])
+        )
+        assert (run.trial_dir(5) / "big.bin").read_bytes() == big.read_bytes()
+        verify(run.trial_dir(5), "val_pred.npy")
+        assert not (run.path / ray_files.STAGING).exists()
+
+        (away / "val_pred.npy").write_bytes(b"tampered")
+        with pytest.raises(ray.exceptions.RayTaskError, match="sha256 does not match"):
+            ray_files.ship(sink, 6, away)
+        assert not run.trial_dir(6).exists() and not (run.path / ray_files.STAGING).exists()
+    finally:
+        ray.shutdown()
+
+
+def test_workers_auto_runs_as_many_trials_as_the_cluster_has_cpus_for(
+    tmp_path: Path, blood: Path, cluster: dict
+) -> None:
+    """`--workers auto` on two one-CPU nodes: two trials at a time, on both nodes."""
+    spaces = [write_space(tmp_path, "t.yaml", TWO_SECOND_TREES)]
+    out = tmp_path / "run"
+    result = _search(blood, out, spaces, "--workers", "auto", "--trials", "6", "--cv", "0",
+                     "--ray-address", cluster["address"], env=cluster["env"])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "auto workers" in result.stdout
+    complete = _consistent(out)
+    assert len(complete) == 6
+    assert len(_nodes(out)) == 2
+    study = optuna.load_study(study_name=STUDY_NAME, storage=RunDir(out).storage())
+    assert study.user_attrs["workers"] == "auto"

@@ -322,3 +322,25 @@ def test_a_pruned_trial_and_a_running_one_are_not_proposed_again(backend: str) -
 def test_optuna_tpe_lies_about_running_trials() -> None:
     sampler = make_sampler("tpe", "optuna", seed=0)
     assert sampler._constant_liar is True
+
+
+@pytest.mark.slow
+def test_a_storage_password_given_masked_comes_from_the_environment(
+    tmp_path: Path, postgres_url: str, blood_search: BloodSearch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a manifest does (deploy/rayjob.yaml): the URL with `***`, the password from a
+    secret in AUTOML_STORAGE_PASSWORD; neither run.json nor the command line holds it."""
+    from automl.errors import UserInputError
+    from automl.run import mask_url
+
+    password = postgres_url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    masked = mask_url(postgres_url)
+    assert "***@" in masked and password not in masked
+    monkeypatch.delenv("AUTOML_STORAGE_PASSWORD", raising=False)
+    with pytest.raises(UserInputError, match=r"^storage's password is not stored; set AUTOML_"):
+        blood_search(FAST_LINEAR, trials=1, storage=masked)
+    monkeypatch.setenv("AUTOML_STORAGE_PASSWORD", password)
+    summary = blood_search(FAST_LINEAR, trials=2, storage=masked)
+    assert summary.finished == 2
+    info = (tmp_path / "run" / "run.json").read_text()
+    assert masked in info and password not in info

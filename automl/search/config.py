@@ -16,7 +16,7 @@ from automl.data import DataSource
 from automl.errors import UserInputError
 from automl.search.proposers import BACKENDS
 from automl.search.pruning import PRUNERS
-from automl.search.ray_executor import SCHEDULERS
+from automl.search.ray_executor import AUTO_WORKERS, SCHEDULERS
 
 DEFAULT_TRIALS = 50
 DEFAULT_MAX_FAILURES_IN_A_ROW = 20
@@ -63,7 +63,7 @@ class SearchConfig:
     trial_timeout: float | None = None
     cv: int | str = "auto"
     executor: str = "local"
-    workers: int = 1
+    workers: int | str = 1  # trials at a time on Ray; "auto": as many as the cluster has CPUs for
     cpus_per_trial: int = 1
     gpus_per_trial: float = 0.0
     ray_address: str | None = None
@@ -140,10 +140,12 @@ class SearchConfig:
                 "executor",
             )
         for name in ("workers", "cpus_per_trial"):
-            if getattr(self, name) < 1:
-                raise _bad(
-                    f"{name} must be a positive whole number; got {getattr(self, name)}", name
-                )
+            value = getattr(self, name)
+            if value == AUTO_WORKERS and name == "workers":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                also = " or auto" if name == "workers" else ""
+                raise _bad(f"{name} must be a positive whole number{also}; got {value!r}", name)
         if self.gpus_per_trial < 0:
             raise _bad(f"gpus_per_trial must be 0 or more; got {self.gpus_per_trial}",
                        "gpus_per_trial")  # fmt: skip

@@ -83,7 +83,9 @@ class SearchSettings:
 class StudyDriver:
     """Proposes configurations and records outcomes in the study; knows when to stop."""
 
-    def __init__(self, settings: SearchSettings, executor: str = "local", workers: int = 1) -> None:
+    def __init__(
+        self, settings: SearchSettings, executor: str = "local", workers: int | str = 1
+    ) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -31,7 +31,15 @@ from automl.io import write_json_atomic
 from automl.metrics import get_metric
 from automl.models import FAMILIES
 from automl.resources import space_path
-from automl.run import STUDY_NAME, RunDir, RunLock, close_study, mask_url, searching_storage
+from automl.run import (
+    STUDY_NAME,
+    RunDir,
+    RunLock,
+    close_study,
+    mask_url,
+    searching_storage,
+    with_password,
+)
 from automl.search.config import SearchConfig
 from automl.search.driver import SearchSettings, StudyDriver
 from automl.search.evaluate import TrialContext, evaluate
@@ -208,6 +216,8 @@ def run_search(
     data_name = source_name(data)
     check_families_fit_data(space, dataset.schema, data_name)
     chosen_metric = get_metric(c.metric, dataset.task)
+    if storage is not None:  # a password given as *** comes from AUTOML_STORAGE_PASSWORD
+        storage = with_password(storage, "storage")
     storage_url = storage or run.default_storage()
     resuming = run.exists()
     cv_choice = "given"

@@ -4,8 +4,8 @@ Ray Tune runs the trials (placement, `--workers` at a time, retries when a worke
 ASHA scheduler); our `StudySearcher` is its searcher. It asks the same `StudyDriver` as the
 local executor for configurations (optuna TPE/random or hyperopt, from the same study) and
 records every outcome there, so the optuna study stays the one source of truth whichever
-executor ran a trial, and a killed search resumes the same way. This is the only module that
-imports `ray`.
+executor ran a trial, and a killed search resumes the same way. This module and `ray_files`
+(a trial's files on a cluster that shares no disk) are the only ones that import `ray`.
 
 Why not Ray's `OptunaSearch`: it keeps its own map from Ray trials to optuna trials and tells
 the study only the objective, so test scores, artifact lists, failures and the hyperopt
@@ -18,6 +18,7 @@ import contextlib
 import json
 import math
 import os
+import time
 from typing import Any
 
 from automl.errors import UserInputError, stopped_by
@@ -26,6 +27,11 @@ from automl.search.evaluate import TrialContext, TrialResult, evaluate
 from automl.search.outcome import TrialOutcome, failed, outcome_of
 
 SCHEDULERS = ("fifo", "asha")
+AUTO_WORKERS = "auto"  # `--workers auto`
+# With `--workers auto` the searcher holds back what the cluster has no CPU for; Tune's own
+# limit only needs to be above any cluster's size (without one, Tune keeps a single trial
+# pending and never places a second one on a node that joined).
+AUTO_LIMIT = 100_000
 RETRIES = 1  # a trial whose worker dies runs once more, then counts as failed
 
 
@@ -34,10 +40,16 @@ RETRIES = 1  # a trial whose worker dies runs once more, then counts as failed
 _WORKER_CONTEXTS: dict[str, TrialContext] = {}
 
 
-def _trainable(config: dict[str, Any], ctx: TrialContext, cpus: int) -> None:
-    """Runs in a Ray worker: evaluate one configuration and report the outcome to Tune."""
+def _trainable(
+    config: dict[str, Any], ctx: TrialContext, cpus: int, sink: Any, driver_node: str
+) -> None:
+    """Runs in a Ray worker: evaluate one configuration and report the outcome to Tune. On
+    another node than the driver's, the trial's files travel to the run directory through Ray
+    (`ray_files`): no disk needs to be shared."""
     import ray
     from ray import tune
+
+    from automl.search.ray_files import evaluate_away
 
     ctx = _WORKER_CONTEXTS.setdefault(f"{ctx.run.path}:{ctx.deadline}", ctx)
     os.environ.setdefault("OMP_NUM_THREADS", str(cpus))
@@ -52,10 +64,15 @@ def _trainable(config: dict[str, Any], ctx: TrialContext, cpus: int) -> None:
 
     ctx.on_epoch = None if ctx.cv else on_epoch
     # Reported, never raised: Tune must not retry a trial that failed on its own.
-    outcome = outcome_of(evaluate, config["number"], config["flat"], ctx)
+    if node == driver_node:
+        outcome = outcome_of(evaluate, config["number"], config["flat"], ctx)
+        where: dict[str, Any] = {"node": node}
+    else:
+        outcome, moved = evaluate_away(config["number"], config["flat"], ctx, sink)
+        where = {"node": node, "transfer_seconds": moved.seconds, "transfer_bytes": moved.bytes}
     if outcome.result is None:
         report = {"objective": math.inf, "status": outcome.status, "error": outcome.error}
-        tune.report(report | {"node": node})
+        tune.report(report | where)
         return
     result = outcome.result
     objective = -result.val_score if metric.greater_is_better else result.val_score
@@ -64,8 +81,8 @@ def _trainable(config: dict[str, Any], ctx: TrialContext, cpus: int) -> None:
             "objective": objective,
             "status": "complete",
             "result_json": json.dumps(result.__dict__),  # Tune would flatten a nested dict
-            "node": node,
         }
+        | where
     )
 
 
@@ -75,9 +92,10 @@ def _searcher_class() -> type:
     class StudySearcher(Searcher):
         """Ray Tune's view of our study: suggest = driver.ask, complete = record."""
 
-        def __init__(self, driver: StudyDriver) -> None:
+        def __init__(self, driver: StudyDriver, capacity: Any = None) -> None:
             super().__init__(metric="objective", mode="min")
             self.driver = driver
+            self.capacity = capacity  # `--workers auto`: trials the cluster has CPUs for now
             self.live: dict[str, tuple[Any, dict[str, Any]]] = {}
             self.last: dict[str, dict[str, Any]] = {}
             self.stopped: str | None = None
@@ -100,6 +118,8 @@ def _searcher_class() -> type:
                     self.stopped = reason
                     return Searcher.FINISHED
                 return None  # wait for the running trials before finishing
+            if self.capacity is not None and len(self.live) >= self.capacity():
+                return None  # a trial proposed now would only wait for a CPU
             trial, flat = self.driver.ask()
             self.live[trial_id] = (trial, flat)
             return {"number": trial.number, "flat": flat}
@@ -117,6 +137,9 @@ def _searcher_class() -> type:
             result = result or last or {}
             node = result.get("node")
             attrs = {"node": node} if node else {}
+            for key in ("transfer_seconds", "transfer_bytes"):  # files moved through Ray
+                if result.get(key) is not None:
+                    attrs[key] = result[key]
             status = result.get("status")
             if status == "complete":
                 outcome = TrialOutcome(
@@ -166,6 +189,22 @@ def connect(address: str | None, cpus: int | None) -> None:
         ) from None
 
 
+def _capacity(cpus_per_trial: int, every: float = 2.0) -> Any:
+    """How many trials the cluster has CPUs for, asked of Ray at most every `every` seconds:
+    a node that joins during the search is used from its next trial on."""
+    import ray
+
+    last = [0.0, 1]
+
+    def capacity() -> int:
+        if time.monotonic() - last[0] > every:
+            cpus = float(ray.cluster_resources().get("CPU", 1.0))
+            last[:] = [time.monotonic(), max(1, int(cpus // cpus_per_trial))]
+        return int(last[1])
+
+    return capacity
+
+
 def run_on_ray(settings: SearchSettings, **options: Any) -> tuple[StudyDriver, str | None]:
     """Run the search on Ray Tune (options: `_tune`'s); returns the driver and why it stopped."""
     # In a Ray job the working_dir (our cwd) is extracted again whenever a worker sets up its
@@ -183,7 +222,7 @@ def run_on_ray(settings: SearchSettings, **options: Any) -> tuple[StudyDriver, s
 def _tune(
     settings: SearchSettings,
     *,
-    workers: int,
+    workers: int | str,
     cpus_per_trial: int,
     gpus_per_trial: float,
     address: str | None,
@@ -197,16 +236,24 @@ def _tune(
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3600")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    connect(address, None if address else max(os.cpu_count() or 1, workers * cpus_per_trial))
+    auto = workers == AUTO_WORKERS
+    cpus = os.cpu_count() or 1
+    connect(address, None if address else max(cpus, 0 if auto else int(workers) * cpus_per_trial))
+    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    from automl.search.ray_files import start_sink
+
     where = f" at {address}" if address else " (local)"
     driver = StudyDriver(settings, executor=f"ray{where}", workers=workers)
-    searcher = _searcher_class()(driver)
+    searcher = _searcher_class()(driver, _capacity(cpus_per_trial) if auto else None)
     resources = {"cpu": cpus_per_trial} | ({"gpu": gpus_per_trial} if gpus_per_trial else {})
+    sink = start_sink(run)  # where trials on other nodes send their files
+    here = ray.get_runtime_context().get_node_id()
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, ctx=ctx, cpus=cpus_per_trial), resources
+        tune.with_parameters(_trainable, ctx=ctx, cpus=cpus_per_trial, sink=sink, driver_node=here),
+        resources,
     )
     chosen = (
         ASHAScheduler(time_attr="training_iteration", grace_period=2, reduction_factor=3,
@@ -222,7 +269,7 @@ def _tune(
             metric="objective",
             mode="min",
             num_samples=-1,
-            max_concurrent_trials=workers,
+            max_concurrent_trials=AUTO_LIMIT if auto else int(workers),
             reuse_actors=True,  # a worker keeps its imports (TensorFlow: ~7 s) across trials
         ),
         run_config=tune.RunConfig(
@@ -233,8 +280,6 @@ def _tune(
             log_to_file=True,
         ),
     )
-    import ray
-
     try:
         tuner.fit()
     finally:
