@@ -17,6 +17,8 @@ across families and their hyperparameters at once (the CASH problem)::
     portfolio:                      # optional: the configurations tried first, in order
       - {family: lightgbm, learning_rate: 0.03, num_leaves: 64}
       - {family: random_forest}     # unnamed parameters take their defaults
+    sampled_only: [wide_deep]       # optional: families the sampler proposes, whose defaults
+                                    # are not among the first trials
 
 Parameter types: `int` and `float` (`low`, `high`, optional `log` or `step`), `categorical`
 (`choices`), `fixed` (`value`). `when: {parent: value-or-list}` makes a parameter active only for
@@ -174,6 +176,7 @@ class SearchSpace:
         # Entries for families the space lacks are dropped (a bundle's portfolio may name
         # more families than a user's own selection of its files).
         self.portfolio = [dict(e) for e in portfolio or [] if e.get(FAMILY_KEY) in self.families]
+        self.sampled_only: list[str] = []  # families whose defaults are not tried first
 
     # -- loading and saving ------------------------------------------------------------------
 
@@ -181,12 +184,15 @@ class SearchSpace:
     def from_files(cls, paths: Iterable[str | Path]) -> SearchSpace:
         families: list[FamilySpace] = []
         portfolio: list[dict[str, Any]] = []
+        sampled_only: list[str] = []
         for path in paths:
-            more, entries = _load_file(Path(path), seen=set())
+            more, entries, later = _load_file(Path(path), seen=set())
             families.extend(more)
             portfolio.extend(entries)
+            sampled_only.extend(later)
         space = cls(families)
         space.portfolio = _check_portfolio(space, portfolio)
+        space.sampled_only = [f for f in dict.fromkeys(sampled_only) if f in space.families]
         return space
 
     @classmethod
@@ -194,6 +200,7 @@ class SearchSpace:
         if "families" in data:
             space = cls([_parse_family(f, source) for f in data["families"]])
             space.portfolio = _check_portfolio(space, data.get("portfolio") or [], source)
+            space.sampled_only = list(data.get("sampled_only") or [])
             return space
         return cls([_parse_family(data, source)])
 
@@ -206,6 +213,8 @@ class SearchSpace:
         }
         if self.portfolio:
             out["portfolio"] = self.portfolio
+        if self.sampled_only:
+            out["sampled_only"] = self.sampled_only
         return out
 
     # -- sampling --------------------------------------------------------------------------------
@@ -242,7 +251,11 @@ class SearchSpace:
         from automl.models import FAMILIES
 
         out: list[dict[str, Any]] = []
-        entries = [*self.portfolio, *({FAMILY_KEY: name} for name in self.families)]
+        later = set(self.sampled_only)
+        entries = [
+            *self.portfolio,
+            *({FAMILY_KEY: name} for name in self.families if name not in later),
+        ]
         for entry in entries:
             flat = self._flat(entry)
             if flat not in out:
@@ -276,8 +289,11 @@ class SearchSpace:
 # Parsing and validation
 
 
-def _load_file(path: Path, seen: set[Path]) -> tuple[list[FamilySpace], list[dict[str, Any]]]:
-    """The families a file defines (a bundle's, recursively) and its portfolio entries."""
+def _load_file(
+    path: Path, seen: set[Path]
+) -> tuple[list[FamilySpace], list[dict[str, Any]], list[str]]:
+    """The families a file defines (a bundle's, recursively), its portfolio entries and the
+    families it leaves to the sampler."""
     source = str(path)
     if not path.exists():
         raise UserInputError(f"{source}: search-space file not found")
@@ -300,27 +316,36 @@ def _load_file(path: Path, seen: set[Path]) -> tuple[list[FamilySpace], list[dic
             f"got {type(data).__name__}"
         )
     if "bundle" in data or "include" in data:
-        unknown = set(data) - {"bundle", "include", "portfolio"}
+        unknown = set(data) - {"bundle", "include", "portfolio", "sampled_only"}
         if unknown:
             raise UserInputError(
                 f"{source}: unknown key(s) {sorted(unknown)}; a bundle has 'bundle', 'include' "
-                "and optionally 'portfolio'"
+                "and optionally 'portfolio' and 'sampled_only'"
             )
         include = data.get("include")
         if not isinstance(include, list) or not include:
             raise UserInputError(f"{source}: 'include' must be a non-empty list of space files")
         families: list[FamilySpace] = []
         portfolio: list[dict[str, Any]] = []
+        sampled_only: list[str] = []
         for item in include:
-            more, entries = _load_file(path.parent / str(item), seen)
+            more, entries, later = _load_file(path.parent / str(item), seen)
             families.extend(more)
             portfolio.extend(entries)
+            sampled_only.extend(later)
         own = data.get("portfolio") or []
         if not isinstance(own, list) or not all(isinstance(e, dict) for e in own):
             raise UserInputError(f"{source}: 'portfolio' must be a list of mappings")
         _check_portfolio(SearchSpace(families), own, source)
-        return families, [*own, *portfolio]
-    return [_parse_family(data, source)], []
+        own_later = data.get("sampled_only") or []
+        names = {f.name for f in families}
+        if not isinstance(own_later, list) or not all(name in names for name in own_later):
+            raise UserInputError(
+                f"{source}: 'sampled_only' must list families the bundle includes "
+                f"({', '.join(sorted(names))}); got {own_later!r}"
+            )
+        return families, [*own, *portfolio], [*own_later, *sampled_only]
+    return [_parse_family(data, source)], [], []
 
 
 def _check_portfolio(

@@ -34,8 +34,10 @@ def test_bundle_puts_families_under_one_choice() -> None:
         "catboost",
         "linear",
         "mlp",
+        "wide_deep",
     ]
-    # The portfolio (scripts/choose_portfolio.py): the defaults cheap first, networks last.
+    # The portfolio (scripts/choose_portfolio.py): the defaults cheap first, networks last
+    # (wide & deep's default is not among them: `sampled_only`).
     assert [f["family"] for f in space.defaults()] == [
         "linear", "lightgbm", "extra_trees", "random_forest", "hist_gb", "catboost", "mlp"
     ]  # fmt: skip
@@ -207,3 +209,42 @@ def test_missing_space_file(tmp_path: Path) -> None:
 def test_family_defined_twice() -> None:
     with pytest.raises(UserInputError, match=r"family 'linear' is defined twice"):
         SearchSpace.from_files([SPACES / "linear.yaml", SPACES / "trees.yaml"])
+
+
+def test_the_tabular_bundle_lets_the_sampler_propose_wide_and_deep() -> None:
+    """Wide & deep is searched by default on tabular data; the measured stronger MLP default
+    (benchmarks/wide_deep.md) is the network among the first trials."""
+    from automl.resources import space_path
+
+    space = SearchSpace.from_files([space_path("tabular")])
+    assert "wide_deep" in space.family_names and space.sampled_only == ["wide_deep"]
+    assert [f["family"] for f in space.defaults()][-1] == "mlp"
+    assert "wide_deep" not in [f["family"] for f in space.defaults()]
+    sampler = optuna.samplers.RandomSampler(seed=0)
+    study = optuna.create_study(sampler=sampler)
+    proposed = [space.suggest(study.ask()) for _ in range(80)]
+    wide = [f for f in proposed if f["family"] == "wide_deep"]
+    assert wide and {f["wide_deep.inputs"] for f in wide} == {"one", "groups"}
+    again = SearchSpace.from_dict(space.to_dict())  # run.json keeps the choice
+    assert again.sampled_only == ["wide_deep"] and again.defaults() == space.defaults()
+
+
+def test_the_image_bundle_starts_with_every_convolution_block() -> None:
+    from automl.resources import space_path
+
+    space = SearchSpace.from_files([space_path("images")])
+    first = space.defaults()[:3]
+    assert [(f["family"], f["cnn.block"], f["cnn.subsample"]) for f in first] == [
+        ("cnn", "residual", 1.0),  # the measured strong default, on every row
+        ("cnn", "inception", 0.25),  # short versions that successive halving can promote
+        ("cnn", "separable", 0.25),
+    ]
+    assert [f["cnn.epochs"] for f in first] == [20, 8, 8]
+
+
+def test_sampled_only_must_name_an_included_family(tmp_path: Path) -> None:
+    path = write_space(
+        tmp_path, "b.yaml", f"bundle: b\ninclude: [{SPACES / 'linear.yaml'}]\nsampled_only: [mlp]\n"
+    )
+    with pytest.raises(UserInputError, match=r"'sampled_only' must list families the bundle "):
+        SearchSpace.from_files([path])
