@@ -42,16 +42,10 @@ class Metric:
 
 
 def _binary_auc(y: np.ndarray, score: np.ndarray) -> float:
-    """Mann-Whitney form of ROC AUC (ties get average ranks): fast enough for inner loops."""
-    from scipy.stats import rankdata
-
-    positive = y == 1
-    n_pos = int(positive.sum())
-    n_neg = len(y) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(score)
-    return (ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    """Mann-Whitney form of ROC AUC (ties get average ranks): fast enough for inner loops
+    (`_batched_auc_of_scores` for one row)."""
+    scores = np.ascontiguousarray(np.asarray(score, dtype=np.float64)[None, :])
+    return float(_batched_auc_of_scores(np.asarray(y), scores)[0])
 
 
 def _roc_auc(y: np.ndarray, proba: np.ndarray) -> float:
@@ -107,13 +101,44 @@ METRICS: dict[str, Metric] = {
 
 def _batched_binary_auc(y: np.ndarray, proba: np.ndarray) -> np.ndarray:
     """Mann-Whitney AUC of each row of `proba[..., 1]`, ties at their average rank (as
-    `_binary_auc`); rows without ties take the fast path."""
-    scores = np.ascontiguousarray(proba[..., 1])
+    `_binary_auc`).
+
+    Probabilities (0 to 1) take a sort of integers instead of an argsort: a non-negative
+    float's bit pattern, read as an integer, orders as the float does, so with the label in the
+    lowest bit one `np.sort` orders each row by score, negatives first among equal scores, and
+    each positive's position counts the negatives at or below it (measured: 50 x 10,000, 11 ms
+    instead of 26). Rows with tied scores then take the exact tie-averaging path."""
+    return _batched_auc_of_scores(y, np.ascontiguousarray(proba[..., 1], dtype=np.float64))
+
+
+def _batched_auc_of_scores(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """`_batched_binary_auc` of the positive class's scores, (candidates, rows)."""
     positive = np.asarray(y) == 1
     n_pos = int(positive.sum())
     n_neg = len(positive) - n_pos
     if n_pos == 0 or n_neg == 0:
         return np.full(len(scores), np.nan)
+    if scores.size and scores.min() >= 0.0 and scores.max() <= 1.0:
+        keys = (scores + 0.0).view(np.int64)  # + 0.0: a -0.0 becomes 0.0
+        keys <<= 1
+        keys |= positive
+        keys.sort(axis=1)
+        # Each positive's position = negatives at or below it + positives before it.
+        positions = (keys & 1) @ np.arange(scores.shape[1], dtype=np.int64)
+        u = positions - n_pos * (n_pos - 1) // 2
+        out = u / (n_pos * n_neg)
+        keys >>= 1  # the scores' bits: equal neighbours are ties
+        tied = np.flatnonzero((keys[:, 1:] == keys[:, :-1]).any(axis=1))
+        if len(tied):
+            out[tied] = _ranked_binary_auc(scores[tied], positive, n_pos, n_neg)
+        return out
+    return _ranked_binary_auc(scores, positive, n_pos, n_neg)
+
+
+def _ranked_binary_auc(
+    scores: np.ndarray, positive: np.ndarray, n_pos: int, n_neg: int
+) -> np.ndarray:
+    """The same by ranks: an argsort of each row, each tie group at its average rank."""
     n = scores.shape[1]
     order = np.argsort(scores, axis=1)
     ordered = np.take_along_axis(scores, order, axis=1)
@@ -173,6 +198,35 @@ def batched_errors(metric: Metric, y: np.ndarray, candidates: np.ndarray) -> np.
     else:
         values = np.asarray(fn(y, candidates), dtype=float)
     return -values if metric.greater_is_better else values
+
+
+def additive_form(
+    metric: Metric, stacked: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """The members' predictions in the smallest form whose averages still give the metric,
+    and the batched error of such averages: what greedy selection scores at every step.
+
+    Log-loss needs only each member's probability of the true class and its row sums (the
+    metric renormalizes), binary AUC the positive class's scores: 2 or 1 numbers per row
+    instead of one per class, gathered once instead of at every step. Otherwise the
+    predictions themselves. Equal to `batched_errors` on the averages, up to probabilities
+    below 1e-15 that the metric clips."""
+    if stacked.ndim == 3 and metric.name == "log_loss":
+        rows = np.arange(stacked.shape[1])
+        view = np.stack([stacked[:, rows, np.asarray(y, dtype=int)], stacked.sum(axis=2)], axis=-1)
+
+        def log_loss_errors(mixed: np.ndarray) -> np.ndarray:
+            picked = np.minimum(np.maximum(mixed[..., 0], EPS), 1.0)
+            return -np.mean(np.log(picked / np.maximum(mixed[..., 1], EPS)), axis=-1)
+
+        return view, log_loss_errors
+    if stacked.ndim == 3 and stacked.shape[2] == 2 and metric.name == "roc_auc":
+
+        def auc_errors(mixed: np.ndarray) -> np.ndarray:
+            return -_batched_auc_of_scores(y, mixed)
+
+        return np.ascontiguousarray(stacked[..., 1]), auc_errors
+    return stacked, lambda mixed: batched_errors(metric, y, mixed)
 
 
 DEFAULT_METRIC = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}

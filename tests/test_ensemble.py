@@ -182,8 +182,10 @@ def test_batched_errors_are_the_metric_exactly(name: str) -> None:
     else:
         y = rng.integers(0, 3 if name != "roc_auc" else 2, size=300)
         k = 3 if name != "roc_auc" else 2
-        candidates = rng.dirichlet(np.ones(k), size=(6, 300)).round(1)  # many ties
+        candidates = rng.dirichlet(np.ones(k), size=(8, 300))
+        candidates[:4] = candidates[:4].round(1)  # many ties in half of them
         candidates[2] = candidates[1]  # and two identical candidates
+        candidates[5, :10] = [0.0, 1.0] if k == 2 else [0.0, 0.0, 1.0]  # exact 0 and 1
         candidates /= candidates.sum(axis=2, keepdims=True)
     expected = [metric.error(y, c) for c in candidates]
     np.testing.assert_array_equal(batched_errors(metric, y, candidates), expected)
@@ -298,3 +300,35 @@ def test_a_recipe_naming_nelder_mead_loads(tmp_path: Path) -> None:
     bad.write_text("method: nelder-mead\noptions: {start: best}\n")
     with pytest.raises(UserInputError, match=r"bad\.yaml: options for nelder-mead: .*start must"):
         load_recipe(bad)
+
+
+@pytest.mark.parametrize("name", ["roc_auc", "log_loss", "accuracy", "rmse"])
+def test_greedy_scores_its_candidates_in_a_smaller_form_with_the_same_values(name: str) -> None:
+    from automl.metrics import additive_form, batched_errors
+
+    metric = METRICS[name]
+    members, y = _real_members("regression" if "regression" in metric.tasks else "binary")
+    stacked = np.stack(members)
+    view, errors_of = additive_form(metric, stacked, y)
+    assert view.nbytes <= stacked.nbytes
+    weights = np.random.default_rng(0).dirichlet(np.ones(len(members)), size=5)
+    averages = np.tensordot(weights, stacked, axes=1)
+    np.testing.assert_allclose(
+        errors_of(np.tensordot(weights, view, axes=1)),
+        batched_errors(metric, y, averages),
+        rtol=1e-12,
+    )
+
+
+def test_roc_auc_is_scikit_learns_with_and_without_ties() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(13)
+    y = rng.integers(0, 2, size=2000)
+    for scores in (
+        rng.random(2000),
+        rng.random(2000).round(2),
+        np.r_[np.zeros(1000), rng.random(1000)],
+    ):
+        proba = np.column_stack([1 - scores, scores])
+        assert METRICS["roc_auc"](y, proba) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)

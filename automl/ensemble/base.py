@@ -11,8 +11,13 @@ from automl.metrics import Metric
 
 
 def stack(preds: Sequence[np.ndarray]) -> np.ndarray:
-    """Members' predictions as one (members, rows[, classes]) array, shapes checked."""
-    if not preds:
+    """Members' predictions as one (members, rows[, classes]) array, shapes checked; an array
+    that already is one is used as it is (no copy)."""
+    if isinstance(preds, np.ndarray) and preds.dtype == np.float64 and preds.ndim >= 2:
+        if len(preds) == 0:
+            raise ValueError("an ensemble needs at least one member's predictions")
+        return preds
+    if len(preds) == 0:
         raise ValueError("an ensemble needs at least one member's predictions")
     shapes = {p.shape for p in preds}
     if len(shapes) != 1:

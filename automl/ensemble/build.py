@@ -8,10 +8,12 @@ tampered with, of the wrong shape or not finite are left out with a warning.
 from __future__ import annotations
 
 import io
+import os
 import re
 import time
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -19,8 +21,10 @@ from typing import Any, cast
 import joblib
 import numpy as np
 import yaml
+from threadpoolctl import threadpool_limits
 
 from automl.ensemble import METHODS, Ensembler
+from automl.ensemble.base import stack
 from automl.ensemble.insight import (
     cross_validated_predictions,
     describe,
@@ -40,6 +44,7 @@ from automl.metrics import METRICS, Metric
 from automl.run import RunDir, TrialRecord, load_predictions, load_trials
 
 DEFAULT_TOP_K = 20
+ENSEMBLE_THREADS = min(4, os.cpu_count() or 1)  # an ensemble's fits at once (`fit_ensemble`)
 # Stacking gives every member it saw a coefficient, so each of them is refit and predicts:
 # its default pool is small, and the search reserves refit time for as many trials
 # (`search.budget.REFIT_MEMBERS`).
@@ -229,26 +234,39 @@ def fit_ensemble(
     """Fit `recipe` on the members' validation predictions and assess it: the honest 5-fold
     score, the split-half check, leave-one-out effects and error correlation. Everything
     `build_ensemble` computes, nothing it reads or writes (what the ensemble benchmark times)."""
-    (val_preds, y_val), (test_preds, y_test) = val, test
+    (listed, y_val), (test_preds, y_test) = val, test
+    val_preds = cast(list[np.ndarray], stack(listed))  # one array, shared by every fit below
 
     def make() -> Ensembler:
         return METHODS[recipe.method](metric, **(recipe.options or {}))
 
-    ensembler = make()
-    start = time.perf_counter()
-    ensembler.fit(val_preds, y_val)
-    fit_seconds = time.perf_counter() - start
+    def fit_timed() -> tuple[Ensembler, float]:
+        start = time.perf_counter()
+        return make().fit(val_preds, y_val), time.perf_counter() - start
+
+    # The fit, the five honest folds' and the two halves' fits in threads (up to the
+    # machine's cores): their sorts and matrix products release the GIL. One BLAS thread each, set
+    # here once for all of them (a limit set and reset inside each thread would race).
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(ENSEMBLE_THREADS) as pool:
+        main = pool.submit(fit_timed)
+        stacking = recipe.method == "stacking"  # scores its own out-of-fold predictions
+        honest = (
+            None
+            if stacking
+            else cross_validated_predictions(
+                make, val_preds, y_val, val_preds[0].ndim == 2, pool=pool
+            )
+        )
+        split_half = split_half_check(make, val_preds, y_val, metric, pool=pool)
+        ensembler, fit_seconds = main.result()
     # Stacking scores its own cross-validated predictions: an in-sample score would flatter it.
     val_pred = getattr(ensembler, "oof_", None)
     if val_pred is None:
         val_pred = ensembler.predict(val_preds)
+    if stacking:
+        honest = val_pred
     tested = len(y_test) > 0  # `--test-size 0`: no test part, no test score
     test_pred = ensembler.predict(test_preds) if tested else test_preds[0]
-    honest = (
-        val_pred
-        if hasattr(ensembler, "oof_")
-        else cross_validated_predictions(make, val_preds, y_val, val_preds[0].ndim == 2)
-    )
     return FittedEnsemble(
         ensembler=ensembler,
         val_pred=val_pred,
@@ -257,7 +275,7 @@ def fit_ensemble(
         honest_val_score=metric(y_val, honest) if honest is not None else None,
         test_score=metric(y_test, test_pred) if tested else None,
         fit_seconds=fit_seconds,
-        split_half=split_half_check(make, val_preds, y_val, metric),
+        split_half=split_half,
         insight=describe(ensembler, names, val_preds, y_val, metric),
     )
 

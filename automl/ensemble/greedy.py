@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from automl.ensemble.base import WeightedEnsemble, stack
-from automl.metrics import Metric, batched_errors
+from automl.metrics import Metric, additive_form
 
 
 class GreedyEnsemble(WeightedEnsemble):
@@ -26,11 +26,12 @@ class GreedyEnsemble(WeightedEnsemble):
     def fit(self, preds: Sequence[np.ndarray], y: np.ndarray) -> GreedyEnsemble:
         stacked = stack(preds)
         n_members = stacked.shape[0]
-        total = np.zeros_like(stacked[0])
+        view, errors_of = additive_form(self.metric, stacked, y)
+        total = np.zeros_like(view[0])
         chosen: list[int] = []
         trajectory: list[float] = []
         for step in range(1, self.size + 1):
-            errors = batched_errors(self.metric, y, (total + stacked) / step)
+            errors = errors_of((total + view) / step)
             if step == 1:
                 self.single_errors_ = errors  # each member alone
             best_error = errors.min()
@@ -38,7 +39,7 @@ class GreedyEnsemble(WeightedEnsemble):
             already = [i for i in ties if i in chosen]
             pick = int(already[0] if already else ties[0])
             chosen.append(pick)
-            total += stacked[pick]
+            total += view[pick]
             trajectory.append(float(best_error))
         best_len = int(np.argmin(trajectory)) + 1  # first occurrence: the smallest best ensemble
         counts = np.bincount(chosen[:best_len], minlength=n_members)

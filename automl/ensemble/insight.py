@@ -17,15 +17,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from concurrent.futures import Executor
+from typing import Any, cast
 
 import numpy as np
 
 from automl.ensemble.base import Ensembler, stack, weighted_average
 from automl.folds import fold_rows
-from automl.metrics import Metric
+from automl.metrics import Metric, batched_errors
 
 MAX_CORRELATED = 12
+LEAVE_ONE_OUT_BATCH = 16  # members' absences scored at once (memory: 16 ensembles' predictions)
 
 
 def member_errors(stacked: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -52,14 +54,16 @@ def leave_one_out(
     weights = np.asarray(ensembler.weights_, dtype=np.float64)
     power = getattr(ensembler, "power_", 1.0)
     full = metric.error(y, weighted_average(stacked, weights, power))
-    effects: list[float | None] = []
-    for i, w in enumerate(weights):
-        rest = weights.copy()
-        rest[i] = 0.0
-        if w <= 0 or rest.sum() <= 0:
-            effects.append(None)
-            continue
-        effects.append(metric.error(y, weighted_average(stacked, rest / rest.sum(), power)) - full)
+    effects: list[float | None] = [None] * len(weights)
+    dropped = [i for i, w in enumerate(weights) if w > 0 and weights.sum() - w > 0]
+    for start in range(0, len(dropped), LEAVE_ONE_OUT_BATCH):  # absences scored in batches
+        batch = dropped[start : start + LEAVE_ONE_OUT_BATCH]
+        rests = np.repeat(weights[None, :], len(batch), axis=0)
+        rests[np.arange(len(batch)), batch] = 0.0
+        rests /= rests.sum(axis=1, keepdims=True)
+        mixes = np.stack([weighted_average(stacked, rest, power) for rest in rests])
+        for i, error in zip(batch, batched_errors(metric, y, mixes), strict=True):
+            effects[i] = float(error) - full
     return effects
 
 
@@ -74,21 +78,21 @@ def split_half_check(
     y: np.ndarray,
     metric: Metric,
     seed: int = 0,
+    pool: Executor | None = None,
 ) -> dict[str, Any]:
     """Fit on one half of the validation rows, score on the other, both ways round."""
     stacked = stack(preds)
     order = np.random.default_rng(seed).permutation(len(y))
     halves = (order[: len(y) // 2], order[len(y) // 2 :])
+    ways = (halves, halves[::-1])
+    try:
+        fitted = fit_each(make, [(members(stacked, rows), y[rows]) for rows, _ in ways], pool)
+    except ValueError:  # e.g. a class missing from a tiny half
+        return {"gains": [], "mean_gain": None, "note": "validation too small to split"}
     gains = []
-    for fit_rows, score_rows in (halves, halves[::-1]):
-        members_fit = [p[fit_rows] for p in stacked]
-        members_score = [p[score_rows] for p in stacked]
-        try:
-            ensembler = make().fit(members_fit, y[fit_rows])
-        except ValueError:  # e.g. a class missing from a tiny half
-            return {"gains": [], "mean_gain": None, "note": "validation too small to split"}
-        errors = [metric.error(y[fit_rows], p) for p in members_fit]
-        best = int(np.argmin(errors))
+    for ensembler, (fit_rows, score_rows) in zip(fitted, ways, strict=True):
+        members_score = members(stacked, score_rows)
+        best = int(np.argmin(batched_errors(metric, y[fit_rows], stacked[:, fit_rows])))
         ensemble_score = metric(y[score_rows], ensembler.predict(members_score))
         single_score = metric(y[score_rows], members_score[best])
         gains.append(signed_gain(metric, ensemble_score, single_score))
@@ -128,6 +132,7 @@ def cross_validated_predictions(
     classification: bool,
     folds: int = ENSEMBLE_FOLDS,
     seed: int = 0,
+    pool: Executor | None = None,
 ) -> np.ndarray | None:
     """Each row predicted by an ensemble fit without it (None when the rows are too few)."""
     stacked = stack(preds)
@@ -135,10 +140,29 @@ def cross_validated_predictions(
     if len(y) < 2 * folds:
         return None
     out = np.zeros(stacked.shape[1:], dtype=np.float64)
-    for fit_rows, held_rows in fold_rows(y, folds, classification, seed):
-        try:
-            ensembler = make().fit([p[fit_rows] for p in stacked], y[fit_rows])
-        except ValueError:  # e.g. a class missing from a small part
-            return None
-        out[held_rows] = ensembler.predict([p[held_rows] for p in stacked])
+    parts = fold_rows(y, folds, classification, seed)
+    try:
+        fitted = fit_each(make, [(members(stacked, rows), y[rows]) for rows, _ in parts], pool)
+    except ValueError:  # e.g. a class missing from a small part
+        return None
+    for ensembler, (_, held_rows) in zip(fitted, parts, strict=True):
+        out[held_rows] = ensembler.predict(members(stacked, held_rows))
     return out
+
+
+def members(stacked: np.ndarray, rows: np.ndarray) -> Sequence[np.ndarray]:
+    """The members' predictions on `rows`, as one array (which `stack` takes as it is)."""
+    return cast(Sequence[np.ndarray], stacked[:, rows])
+
+
+def fit_each(
+    make: Callable[[], Ensembler],
+    parts: list[tuple[Sequence[np.ndarray], np.ndarray]],
+    pool: Executor | None = None,
+) -> list[Ensembler]:
+    """A new ensembler fit on each (members' predictions, truth) part; in `pool`'s threads
+    when given (the fits' sorting and matrix products release the GIL)."""
+    if pool is None:
+        return [make().fit(preds, y) for preds, y in parts]
+    futures = [pool.submit(lambda p, t: make().fit(p, t), preds, y) for preds, y in parts]
+    return [future.result() for future in futures]

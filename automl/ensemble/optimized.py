@@ -42,6 +42,13 @@ MIN_WEIGHT = 1e-3
 # Metrics whose optimum the surrogate finds itself (log-loss; squared error for RMSE and R²);
 # for the others (AUC, accuracy, MAE) a few steps on the metric follow.
 SURROGATE_IS_THE_METRIC = ("log_loss", "rmse", "r2")
+# Metrics for which the greedy start is not computed: those the surrogate optimizes itself,
+# and AUC, where Nelder-Mead on the metric does what the greedy start did, at a third of the
+# whole build's time (measured, honest 5-fold AUC without it against with it: 0.9944 against
+# 0.9895 on breast cancer's eight models, 0.916986 against 0.916965 on 50 synthetic members x
+# 10,000 rows, 0.98 s against 3.00 s). For accuracy it stays: there it was worth 0.010
+# (0.9754 against 0.9649 on breast cancer).
+NO_GREEDY_START = (*SURROGATE_IS_THE_METRIC, "roc_auc")
 # Where the surrogate is not the metric, it is fitted to 1e-8 relative, not to the last digit:
 # smaller gains do not show on the metric (measured, 50 members x 10,000 rows, AUC: 551 -> 253
 # evaluations, 1.02 s -> 0.75 s, validation AUC 0.919012 -> 0.919015).
@@ -93,8 +100,8 @@ class OptimizedWeightsEnsemble(WeightedEnsemble):
         # Where the surrogate is the metric, its optimum (convex for k = 1) beats any greedy
         # weighting: greedy would cost three quarters of the fit for a candidate never chosen
         # (measured: 50 members x 10,000 rows, log-loss, 0.36 s -> 0.08 s, same weights).
-        # For AUC and accuracy, greedy is often the best candidate: it stays.
-        if "greedy" in self.starts and self.metric.name not in SURROGATE_IS_THE_METRIC:
+        # For accuracy and MAE, greedy is often the best candidate: it stays (`NO_GREEDY_START`).
+        if "greedy" in self.starts and self.metric.name not in NO_GREEDY_START:
             greedy = GreedyEnsemble(self.metric).fit(list(stacked), y)
             self.single_errors_ = greedy.single_errors_
             points["greedy"] = greedy.weights_
