@@ -19,6 +19,12 @@ from automl.models.base import BuildContext, Family
 MODEL_FILE = "model.joblib"
 
 
+def _single_row_class(y: np.ndarray) -> bool:
+    """Whether some class present in `y` has a single row."""
+    counts = np.unique(np.asarray(y), return_counts=True)[1]
+    return bool((counts < 2).any())
+
+
 class SklearnModel:
     """Wraps a scikit-learn-compatible estimator; `predict` returns probabilities or values."""
 
@@ -52,6 +58,11 @@ class SklearnModel:
                 **native,
             )
         else:
+            # Histogram GB's early stopping splits off its own validation rows, stratified,
+            # which a class with one row cannot be: it fits its configured rounds instead.
+            stopping = getattr(self.estimator, "early_stopping", False) in (True, "auto")
+            if stopping and self.task != "regression" and _single_row_class(y):
+                self.estimator.set_params(early_stopping=False)
             self.estimator.fit(x, y, **native)
         return self
 
