@@ -124,7 +124,10 @@ params:
   patience: {type: fixed, value: 12}
 """,
     )
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    # The run's own study, made first to queue the trials (a database given as storage would
+    # hold the run's study under a name of its own).
+    (tmp_path / "run").mkdir()
+    storage = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
     study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize")
     for lr in [0.05, 0.05, 0.05, 0.05, 1e-7, 1e-7]:
         study.enqueue_trial({"family": "mlp", "mlp.learning_rate": lr})
@@ -134,7 +137,6 @@ params:
         out=tmp_path / "run",
         spaces=[space],
         trials=6,
-        storage=storage,
         threads=2,
         cv=0,  # epochs are reported to the pruner from one holdout split
         progress=lambda line: None,
