@@ -228,9 +228,14 @@ def test_the_refit_reserve_is_capped_so_slow_networks_leave_the_search_time() ->
     assert after_search_seconds(networks, rows, 1800, False) == pytest.approx(
         REFIT_SHARE * 1800 + rest
     )
-    trees = [Measured(0.3, 4.0, 0.1, False, 2.0)]
+    trees = [Measured(0.3, 4.0, 0.1, False, 2.0), Measured(0.4, 4.0, 0.1, False, 2.0)]
     cheap = after_search_seconds(trees, Rows(1000, 1000, 1500, 0), 120, False)
-    assert cheap == pytest.approx(3.0 + 0.1 + ENSEMBLE_SECONDS + 2.2e-5 * 1000 + 2.4)
+    assert cheap == pytest.approx(2 * (3.0 + 0.1) + ENSEMBLE_SECONDS + 2.2e-5 * 1000 * 2 + 2.4)
+    # Before a second member there are no weights to fit: a 4 s budget still runs a trial.
+    assert after_search_seconds(trees[:1], Rows(1000, 1000, 1500, 0), 120, False) == (
+        pytest.approx(3.0 + 0.1 + 2.4)
+    )
+    assert after_search_seconds([], Rows(1000, 1000, 1500, 0), 4, False) == pytest.approx(0.08)
 
 
 def test_a_network_refit_is_measured_on_every_row_and_its_inherited_epochs() -> None:

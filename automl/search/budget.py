@@ -79,5 +79,11 @@ def after_search_seconds(
     refit = min(sum(one_fit) * rows.refit / max(rows.fit, 1), REFIT_SHARE * budget)
     predict = sum(m.predict_seconds / per_model for m in likely)
     networks = TF_IMPORT_SECONDS if any(m.uses_keras for m in likely) else 0.0
-    ensembles = ENSEMBLE_SECONDS + ENSEMBLE_SECONDS_PER_ROW_MEMBER * rows.train * len(members)
+    # One member needs no weights: its ensembles cost next to nothing, and reserving for them
+    # would leave a budget as small as the reserve no room for the first trial.
+    ensembles = (
+        ENSEMBLE_SECONDS + ENSEMBLE_SECONDS_PER_ROW_MEMBER * rows.train * len(members)
+        if len(members) > 1
+        else 0.0
+    )
     return refit + predict + networks + ensembles + MARGIN_SHARE * budget
