@@ -187,6 +187,24 @@ _BATCHED = {
 }
 
 
+def row_errors(metric: Metric, y: np.ndarray, candidates: np.ndarray) -> np.ndarray | None:
+    """Per-row errors (candidates, rows) whose sum over any rows ranks the candidates as
+    `batched_errors` on those rows does (ties aside), for metrics that are means over rows or
+    monotone in one (RMSE and R² in the squared error); None for the others (AUC, balanced
+    accuracy). Choosing the best member on many subsets of rows then costs a sum each."""
+    if metric.name == "log_loss" and candidates.ndim == 3:
+        rows = np.arange(candidates.shape[1])
+        picked = np.clip(candidates[:, rows, np.asarray(y, dtype=int)], EPS, 1.0)
+        return -np.log(picked / np.clip(candidates, EPS, 1.0).sum(axis=2))
+    if metric.name == "accuracy" and candidates.ndim == 3:
+        return -(candidates.argmax(axis=2) == np.asarray(y)).astype(float)
+    if metric.name in ("rmse", "r2") and candidates.ndim == 2:
+        return (candidates - np.asarray(y)) ** 2
+    if metric.name == "mae" and candidates.ndim == 2:
+        return np.abs(candidates - np.asarray(y))
+    return None
+
+
 def batched_errors(metric: Metric, y: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """`metric.error(y, c)` for each candidate `c` along the first axis, vectorized where the
     metric allows (every default metric), one by one otherwise."""
@@ -213,7 +231,15 @@ def additive_form(
     below 1e-15 that the metric clips."""
     if stacked.ndim == 3 and metric.name == "log_loss":
         rows = np.arange(stacked.shape[1])
-        view = np.stack([stacked[:, rows, np.asarray(y, dtype=int)], stacked.sum(axis=2)], axis=-1)
+        picked = stacked[:, rows, np.asarray(y, dtype=int)]
+        sums = stacked.sum(axis=2)
+        if np.abs(sums - 1.0).max() < 1e-12:  # probabilities: every average sums to one too
+
+            def normalized_log_loss_errors(mixed: np.ndarray) -> np.ndarray:
+                return -np.mean(np.log(np.clip(mixed, EPS, 1.0)), axis=-1)
+
+            return picked, normalized_log_loss_errors
+        view = np.stack([picked, sums], axis=-1)
 
         def log_loss_errors(mixed: np.ndarray) -> np.ndarray:
             picked = np.minimum(np.maximum(mixed[..., 0], EPS), 1.0)

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from automl.ensemble import GreedyEnsemble, MeanEnsemble, OptimizedWeightsEnsemble, StackingEnsemble
-from automl.ensemble.insight import describe, signed_gain, split_half_check
+from automl.ensemble.insight import (
+    cross_validated_predictions,
+    describe,
+    held_out_check,
+    honest_folds,
+    signed_gain,
+)
 from automl.ensemble.surrogate import logits_for, softmax_weights
 from automl.metrics import METRICS
 
@@ -144,13 +150,16 @@ def test_power_averaging_is_chosen_when_it_sharpens_underconfident_members() -> 
     assert plain.power_ == 1.0
     assert powered.power_ > 1.0
     assert powered.score(members, y) < plain.score(members, y) - 0.05
-    assert set(powered.powers_) == {1.0, 2.0, 3.0, 4.0}
+    # Every other power is screened at the k = 1 weights; the most promising one is fitted.
+    assert set(powered.screened_powers_) == {2.0, 3.0, 4.0}
+    screened_best = min(powered.screened_powers_, key=powered.screened_powers_.__getitem__)
+    assert set(powered.powers_) == {1.0, screened_best} and powered.power_ == screened_best
     np.testing.assert_allclose(powered.predict(members).sum(axis=1), 1.0)
     with pytest.raises(ValueError, match=r"powers must be numbers in \(0, 16\]; got \[0\]"):
         OptimizedWeightsEnsemble(LOG_LOSS, powers=[0])
 
 
-def test_insight_leave_one_out_correlation_and_split_half() -> None:
+def test_insight_leave_one_out_correlation_and_held_out_gain() -> None:
     rng = np.random.default_rng(10)
     y = rng.normal(size=400)
     a = y + rng.normal(scale=0.5, size=400)
@@ -164,8 +173,19 @@ def test_insight_leave_one_out_correlation_and_split_half() -> None:
     shown = info["error_correlation"]["members"]
     corr = dict(zip(shown, info["error_correlation"]["matrix"], strict=True))
     assert abs(corr["b"][shown.index("a" if "a" in shown else "a2")]) < 0.2
-    check = split_half_check(lambda: OptimizedWeightsEnsemble(RMSE), members, y, RMSE)
-    assert len(check["gains"]) == 2 and check["mean_gain"] > 0.05  # a real gain survives halves
+    parts = honest_folds(y, classification=False)
+    assert parts is not None and len(parts) == 5
+    honest = cross_validated_predictions(lambda: OptimizedWeightsEnsemble(RMSE), members, y, parts)
+    check = held_out_check(honest, members, y, RMSE, parts)
+    assert len(check["gains"]) == 5 and check["mean_gain"] > 0.05  # a real gain, held out
+    # By hand on the first fold: the ensemble fit without it against the member best elsewhere.
+    fit_rows, held = parts[0]
+    best = int(np.argmin([RMSE.error(y[fit_rows], m[fit_rows]) for m in members]))
+    assert check["gains"][0] == pytest.approx(
+        RMSE(y[held], members[best][held]) - RMSE(y[held], honest[held])
+    )
+    assert held_out_check(None, members, y, RMSE, None)["mean_gain"] is None  # too few rows
+    assert honest_folds(y[:9], classification=False) is None
     assert signed_gain(RMSE, 0.4, 0.5) == pytest.approx(0.1)
     assert signed_gain(METRICS["roc_auc"], 0.8, 0.85) == pytest.approx(-0.05)
 
@@ -189,6 +209,18 @@ def test_batched_errors_are_the_metric_exactly(name: str) -> None:
         candidates /= candidates.sum(axis=2, keepdims=True)
     expected = [metric.error(y, c) for c in candidates]
     np.testing.assert_array_equal(batched_errors(metric, y, candidates), expected)
+    # Per-row errors, where the metric has them, rank candidates on any rows as the metric
+    # does: the held-out check picks each fold's best member from their sums.
+    from automl.metrics import row_errors
+
+    per_row = row_errors(metric, y, candidates)
+    assert (per_row is None) == (name in ("roc_auc", "balanced_accuracy"))
+    for rows in (
+        [rng.choice(300, size=120, replace=False) for _ in range(5)] if per_row is not None else []
+    ):
+        sums = per_row[:, rows].sum(axis=1)
+        errors = batched_errors(metric, y[rows], candidates[:, rows])
+        assert errors[np.argmin(sums)] == pytest.approx(errors.min(), abs=1e-12)
 
 
 def test_fitted_weights_reach_the_log_loss_optimum_on_the_simplex() -> None:

@@ -40,7 +40,7 @@ def test_cross_fitting_feeds_out_of_fold_predictions_to_ensembles(
     for result in (stacked, weighted):
         assert result["validation"] == "out-of-fold"
         assert "out-of-fold predictions of 3-fold cross-fitting" in result["note"]
-        assert len(result["split_half"]["gains"]) == 2
+        assert len(result["held_out"]["gains"]) == 5
     assert stacked["keras_export"] == {"skipped": "stacking is not a fixed weighted average"}
     assert "not all members are Keras models" in weighted["keras_export"]["skipped"]
 
@@ -65,7 +65,7 @@ def test_stacking_predictor_round_trip(blood_search: BloodSearch) -> None:
     assert len(summary["members"]) == summary["pool_size"] == REFIT_MEMBERS == 5
     assert load_recipe("stacking").pool_size == 5 and Recipe(method="greedy").pool_size == 20
     assert build_ensemble(run, Recipe(method="stacking", top_k=6, name="s6"))["pool_size"] == 6
-    assert "split-half gain" in summary["note"]
+    assert "held-out gain" in summary["note"]
     from automl.predict import Predictor
 
     members = [(m["trial"], m["family"], m["weight"]) for m in summary["members"]]

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -45,12 +42,6 @@ params:
   patience: {type: fixed, value: 20}
   batch_size: {type: fixed, value: 32}
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -193,76 +184,24 @@ def test_a_killed_driver_resumes_without_losing_or_repeating_a_trial(
 
 
 @pytest.fixture
-def cluster(tmp_path: Path):  # noqa: ANN201
-    """A 2-node Ray cluster on 127.0.0.1 (head + one worker, one CPU each), token auth on."""
-    yield from _cluster(tmp_path, hide=None)
-
-
-@pytest.fixture
-def cluster_without_shared_disk(tmp_path: Path):  # noqa: ANN201
-    """The same cluster, but the worker node cannot see this test's folder (the run
-    directory's parent, the data): its `ray start` runs in a mount namespace of its own with
-    an empty tmpfs over the folder, as a machine without a shared filesystem would."""
+def cluster_without_shared_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """A 2-node Ray cluster on 127.0.0.1 (head + one worker, one CPU each, token auth on)
+    whose worker node cannot see this test's folder (the run directory's parent, the data):
+    its `ray start` runs in a mount namespace of its own with an empty tmpfs over the folder,
+    as a machine without a shared filesystem would."""
     if shutil.which("unshare") is None:
         missing("unshare (util-linux) is needed to hide the run directory from a Ray node")
-    yield from _cluster(tmp_path, hide=tmp_path)
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    from loopback_cluster import loopback_cluster
 
-
-def _cluster(tmp_path: Path, hide: Path | None):  # noqa: ANN202
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))
-    port, dashboard, head_agent, worker_agent = (_free_port() for _ in range(4))
-    ray = str(Path(sys.executable).parent / "ray")
-    # Each node's dashboard agent gets its own free port: two nodes on one machine would both
-    # take the default 52365 (as would a Ray that another test just stopped), and a head whose
-    # agent could not bind answers every job with "No available agent to submit job".
-    head = [ray, "start", "--head", f"--port={port}", "--num-cpus=1",
-            "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={head_agent}",
-            "--disable-usage-stats"]  # fmt: skip
-    worker = [ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
-              "--node-ip-address=127.0.0.1", f"--dashboard-agent-listen-port={worker_agent}",
-              "--disable-usage-stats"]  # fmt: skip
-    if hide is not None:  # the node's processes inherit the namespace and see an empty folder
-        hidden = f"mount -t tmpfs tmpfs {shlex.quote(str(hide))} && exec {shlex.join(worker)}"
-        worker = ["unshare", "--mount", "--propagation", "private", "sh", "-c", hidden]
-
-    try:
-        for command in (head, worker):
-            started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-            assert started.returncode == 0, started.stderr[-2000:]
-        yield {"env": env, "address": f"127.0.0.1:{port}", "jobs": f"http://127.0.0.1:{dashboard}"}
-    finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    with loopback_cluster(workers=1, hide=tmp_path) as cluster:
+        yield {"env": cluster.env, "address": cluster.address, "jobs": cluster.jobs,
+               "worker_raylet": cluster.worker_raylets[0]}  # fmt: skip
 
 
 def _nodes(out: Path) -> set[str]:
     study = optuna.load_study(study_name=STUDY_NAME, storage=RunDir(out).storage())
     return {t.user_attrs["node"] for t in study.trials if t.state.name == "COMPLETE"}
-
-
-def test_two_node_cluster_runs_trials_on_both_nodes_and_takes_jobs(
-    tmp_path: Path, blood: Path, cluster: dict
-) -> None:
-    spaces = [write_space(tmp_path, "t.yaml", SECOND_TREES)]
-    out = tmp_path / "run"
-    result = _search(blood, out, spaces, "--workers", "2", "--trials", "6",
-                     "--ray-address", cluster["address"], env=cluster["env"])  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert len(_consistent(out)) == 6
-    assert len(_nodes(out)) == 2  # the head and the worker node both ran trials
-
-    job_out = tmp_path / "job-run"
-    submit = [sys.executable, str(ROOT / "scripts" / "ray_job.py"), "--address", cluster["jobs"],
-              "--python", sys.executable, "--", "--data", str(blood), "--target", "Class",
-              "--out", str(job_out), "--space", str(spaces[0]), "--trials", "4",
-              "--workers", "2"]  # fmt: skip
-    job = subprocess.run(submit, cwd=ROOT, env=cluster["env"], capture_output=True, text=True,
-                         timeout=300)  # fmt: skip
-    assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
-    assert "SUCCEEDED" in job.stdout and "done: 4 trials (0 failed)" in job.stdout
-    assert len(_consistent(job_out)) == 4
-    assert len(_nodes(job_out)) == 2
-    assert json.loads((job_out / "run.json").read_text())["command"][:2] == ["automl", "search"]
 
 
 def test_asha_stops_poor_networks_from_their_epoch_reports(tmp_path: Path, blood: Path) -> None:
@@ -414,12 +353,16 @@ print(json.dumps({node: ray.get(sees.options(scheduling_strategy=NodeAffinitySch
 """
 
 
-def test_a_cluster_without_shared_disk_brings_every_trial_home(
+def test_a_cluster_without_shared_disk_brings_every_trial_home_takes_jobs_and_loses_a_node(
     tmp_path: Path, blood: Path, cluster_without_shared_disk: dict
 ) -> None:
-    """The worker node cannot see the run directory (asserted from a task on it); its trials'
-    files travel to the driver through Ray, so the ensembles use every completed trial,
-    predict works and the report lists them all."""
+    """One 2-node cluster (one CPU each, started once: a cluster costs ~20 s) whose worker
+    node cannot see the run directory (asserted from a task on it). A search with `--workers
+    auto` runs two trials at a time on both nodes; the worker's trials' files travel to the
+    driver through Ray, so the ensembles use every completed trial, predict works and the
+    report lists them all. A job through `ray job submit` does the same. Then the worker
+    node's raylet is SIGKILLed mid-trial: that trial runs again on the head, and nothing
+    half-written is left."""
     cluster = cluster_without_shared_disk
     probe = tmp_path / "sees.py"
     probe.write_text(SEES_FOLDER)
@@ -432,9 +375,12 @@ def test_a_cluster_without_shared_disk_brings_every_trial_home(
 
     spaces = [write_space(tmp_path, "t.yaml", SECOND_TREES)]
     out = tmp_path / "run"
-    result = _search(blood, out, spaces, "--workers", "2", "--trials", "6", "--cv", "3",
+    result = _search(blood, out, spaces, "--workers", "auto", "--trials", "6", "--cv", "3",
                      "--ray-address", cluster["address"], env=cluster["env"])  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "auto workers" in result.stdout
+    study = optuna.load_study(study_name=STUDY_NAME, storage=RunDir(out).storage())
+    assert study.user_attrs["workers"] == "auto"
     complete = _consistent(out)  # every trial's files are in the run directory, verified
     assert len(complete) == 6
     assert len(_nodes(out)) == 2  # the head and the worker node both ran trials
@@ -468,6 +414,56 @@ def test_a_cluster_without_shared_disk_brings_every_trial_home(
     assert trials == sorted(f"t{t.number:04d}-random_forest" for t in complete)
     page = (out / "report.html").read_text()
     assert all(name in page for name in trials)
+
+    job_out = tmp_path / "job-run"
+    submit = [sys.executable, str(ROOT / "scripts" / "ray_job.py"), "--address", cluster["jobs"],
+              "--python", sys.executable, "--", "--data", str(blood), "--target", "Class",
+              "--out", str(job_out), "--space", str(spaces[0]), "--trials", "4",
+              "--workers", "2"]  # fmt: skip
+    job = subprocess.run(submit, cwd=ROOT, env=cluster["env"], capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
+    assert "SUCCEEDED" in job.stdout and "done: 4 trials (0 failed)" in job.stdout
+    assert len(_consistent(job_out)) == 4 and len(_nodes(job_out)) == 2
+    assert json.loads((job_out / "run.json").read_text())["command"][:2] == ["automl", "search"]
+
+    _lose_the_worker_node_mid_trial(tmp_path, blood, cluster)
+
+
+def _lose_the_worker_node_mid_trial(tmp_path: Path, blood: Path, cluster: dict) -> None:
+    """SIGKILL the worker node's raylet while a trial runs in one of its workers (a worker's
+    parent is its node's raylet): Tune runs that trial again, on the head."""
+    spaces = [write_space(tmp_path, "slow.yaml", TWO_SECOND_TREES)]
+    out = tmp_path / "lost-node"
+    raylet = cluster["worker_raylet"]
+    killed: list[int] = []
+
+    def kill_the_raylet_during_a_trial() -> None:
+        deadline = time.time() + 240
+        while time.time() < deadline and not killed:
+            time.sleep(0.2)
+            for process in psutil.process_iter(["pid", "ppid", "cmdline"]):
+                cmdline = " ".join(process.info["cmdline"] or [])
+                if process.info["ppid"] == raylet and cmdline.startswith("ray::ImplicitFunc"):
+                    time.sleep(0.5)  # inside the trial's two-second fit
+                    os.kill(raylet, signal.SIGKILL)
+                    killed.append(raylet)
+                    return
+
+    killer = threading.Thread(target=kill_the_raylet_during_a_trial, daemon=True)
+    killer.start()
+    result = _search(blood, out, spaces, "--workers", "2", "--trials", "4", "--cv", "0",
+                     "--ray-address", cluster["address"], env=cluster["env"])  # fmt: skip
+    killer.join(timeout=5)
+    assert killed, "no trial started on the worker node"
+    assert result.returncode == 0, result.stderr[-3000:]
+    complete = _consistent(out)  # nothing half-written: every trial's files verified
+    assert len(complete) == 4  # the interrupted trial ran again and finished
+    assert not (out / ".incoming").exists()
+    head = {t.user_attrs["node"] for t in complete if "transfer_bytes" not in t.user_attrs}
+    assert len(head) == 1  # trials that finished after the loss all ran on the head
+    numbers = sorted(t.number for t in complete)
+    assert numbers == list(range(4))  # no trial recorded twice, none lost
 
 
 def test_trial_files_stream_through_the_sink_whole_verified_or_not_at_all(
@@ -513,20 +509,3 @@ def test_trial_files_stream_through_the_sink_whole_verified_or_not_at_all(
         assert not run.trial_dir(6).exists() and not (run.path / ray_files.STAGING).exists()
     finally:
         ray.shutdown()
-
-
-def test_workers_auto_runs_as_many_trials_as_the_cluster_has_cpus_for(
-    tmp_path: Path, blood: Path, cluster: dict
-) -> None:
-    """`--workers auto` on two one-CPU nodes: two trials at a time, on both nodes."""
-    spaces = [write_space(tmp_path, "t.yaml", TWO_SECOND_TREES)]
-    out = tmp_path / "run"
-    result = _search(blood, out, spaces, "--workers", "auto", "--trials", "6", "--cv", "0",
-                     "--ray-address", cluster["address"], env=cluster["env"])  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "auto workers" in result.stdout
-    complete = _consistent(out)
-    assert len(complete) == 6
-    assert len(_nodes(out)) == 2
-    study = optuna.load_study(study_name=STUDY_NAME, storage=RunDir(out).storage())
-    assert study.user_attrs["workers"] == "auto"

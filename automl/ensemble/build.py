@@ -28,8 +28,9 @@ from automl.ensemble.base import stack
 from automl.ensemble.insight import (
     cross_validated_predictions,
     describe,
+    held_out_check,
+    honest_folds,
     signed_gain,
-    split_half_check,
 )
 from automl.ensemble.keras_export import export_if_keras
 from automl.errors import UserInputError
@@ -220,7 +221,7 @@ class FittedEnsemble:
     honest_val_score: float | None  # each row predicted by an ensemble fit without it
     test_score: float | None
     fit_seconds: float
-    split_half: dict[str, Any]
+    held_out: dict[str, Any]  # the gain over the best single member on held-out folds
     insight: dict[str, Any]
 
 
@@ -232,8 +233,9 @@ def fit_ensemble(
     test: tuple[list[np.ndarray], np.ndarray],
 ) -> FittedEnsemble:
     """Fit `recipe` on the members' validation predictions and assess it: the honest 5-fold
-    score, the split-half check, leave-one-out effects and error correlation. Everything
-    `build_ensemble` computes, nothing it reads or writes (what the ensemble benchmark times)."""
+    score, the held-out gain on those folds, leave-one-out effects and error correlation.
+    Everything `build_ensemble` computes, nothing it reads or writes (what the ensemble
+    benchmark times)."""
     (listed, y_val), (test_preds, y_test) = val, test
     val_preds = cast(list[np.ndarray], stack(listed))  # one array, shared by every fit below
 
@@ -244,20 +246,18 @@ def fit_ensemble(
         start = time.perf_counter()
         return make().fit(val_preds, y_val), time.perf_counter() - start
 
-    # The fit, the five honest folds' and the two halves' fits in threads (up to the
-    # machine's cores): their sorts and matrix products release the GIL. One BLAS thread each, set
-    # here once for all of them (a limit set and reset inside each thread would race).
+    parts = honest_folds(y_val, val_preds[0].ndim == 2)
+    # The fit and the five honest folds' fits in threads (up to the machine's cores): their
+    # sorts and matrix products release the GIL. One BLAS thread each, set here once for all of
+    # them (a limit set and reset inside each thread would race).
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(ENSEMBLE_THREADS) as pool:
         main = pool.submit(fit_timed)
         stacking = recipe.method == "stacking"  # scores its own out-of-fold predictions
         honest = (
             None
             if stacking
-            else cross_validated_predictions(
-                make, val_preds, y_val, val_preds[0].ndim == 2, pool=pool
-            )
+            else cross_validated_predictions(make, val_preds, y_val, parts, pool=pool)
         )
-        split_half = split_half_check(make, val_preds, y_val, metric, pool=pool)
         ensembler, fit_seconds = main.result()
     # Stacking scores its own cross-validated predictions: an in-sample score would flatter it.
     val_pred = getattr(ensembler, "oof_", None)
@@ -275,7 +275,7 @@ def fit_ensemble(
         honest_val_score=metric(y_val, honest) if honest is not None else None,
         test_score=metric(y_test, test_pred) if tested else None,
         fit_seconds=fit_seconds,
-        split_half=split_half,
+        held_out=held_out_check(honest, val_preds, y_val, metric, parts),
         insight=describe(ensembler, names, val_preds, y_val, metric),
     )
 
@@ -331,7 +331,7 @@ def build_ensemble(run: RunDir, recipe: Recipe) -> dict[str, Any]:
             if test_score is not None and best_single.test_score is not None
             else None,
         },
-        "split_half": fitted.split_half,
+        "held_out": fitted.held_out,
         "members": [
             {
                 "trial": members[i].number,
@@ -350,7 +350,7 @@ def build_ensemble(run: RunDir, recipe: Recipe) -> dict[str, Any]:
             "training rows; the test score is on rows no model or ensemble saw"
             if cv
             else "weights fit on the same validation split that chose the members, so the "
-            "validation score and gain are optimistic; the split-half gain and the test "
+            "validation score and gain are optimistic; the held-out gain and the test "
             "score are not"
         ),
     }

@@ -25,7 +25,7 @@ SELECTION_ROWS = 4000
 MAX_ITER = 500
 # A meta-learner's strength and weights need no more precision than this: at scikit-learn's
 # 1e-4, lbfgs took 311 iterations on a ten-class image run's meta-features, at 1e-3 64 (the
-# recipe, split-half check included: 43.5 s -> 10.7 s; test log-loss 0.3907 -> 0.3926).
+# recipe, a split-half check included: 43.5 s -> 10.7 s; test log-loss 0.3907 -> 0.3926).
 TOLERANCE = 1e-3
 
 

@@ -293,12 +293,13 @@ def _ensemble_section(ensembles: list[dict], metric: Metric) -> str:
     head = (
         "<tr><th>ensemble</th><th>method</th><th>validation (fit on)</th>"
         "<th>validation (cross-validated)</th><th>test</th>"
-        "<th>gain (val)</th><th>split-half gain</th><th>gain (test)</th><th>members</th>"
+        "<th>gain (val)</th><th>held-out gain</th><th>gain (test)</th><th>members</th>"
         "<th>fit s</th></tr>"
     )
     body = ""
     for e in ensembles:
-        gain, split = e.get("gain", {}), e.get("split_half", {})
+        gain = e.get("gain", {})
+        split = e.get("held_out", e.get("split_half", {}))  # the name before 5 folds
         body += (
             f"<tr><td>{esc(e['name'])}</td><td>{esc(e['method'])}</td>"
             f'<td class="num">{fmt(e["val_score"])}</td>'

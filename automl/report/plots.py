@@ -212,14 +212,16 @@ def correlation_heatmap(names: list[str], matrix: list[list[float]]) -> str | No
 
 
 def ensemble_gains(ensembles: list[dict[str, Any]]) -> str | None:
-    """Each ensemble's gain over the best single model: validation, split-half, test."""
+    """Each ensemble's gain over the best single model: validation, held-out folds, test."""
     if not ensembles:
         return None
     plt = _pyplot()
     names = [e["name"] for e in ensembles]
     series = {
         "validation": [e.get("gain", {}).get("val") for e in ensembles],
-        "split-half (held-out half)": [e.get("split_half", {}).get("mean_gain") for e in ensembles],
+        "held-out folds": [
+            e.get("held_out", e.get("split_half", {})).get("mean_gain") for e in ensembles
+        ],
         "test": [e.get("gain", {}).get("test") for e in ensembles],
     }
     fig, ax = plt.subplots(figsize=(8, 0.8 + 0.5 * len(names)))
