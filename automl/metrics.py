@@ -113,26 +113,37 @@ def _batched_binary_auc(y: np.ndarray, proba: np.ndarray) -> np.ndarray:
 
 def _batched_auc_of_scores(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """`_batched_binary_auc` of the positive class's scores, (candidates, rows)."""
+    return auc_of_scores(y)(scores)
+
+
+def auc_of_scores(y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """`_batched_auc_of_scores` for one truth, what it needs of `y` computed once: the form
+    for inner loops that score many candidates against the same rows (Nelder-Mead, greedy)."""
     positive = np.asarray(y) == 1
     n_pos = int(positive.sum())
     n_neg = len(positive) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return np.full(len(scores), np.nan)
-    if scores.size and scores.min() >= 0.0 and scores.max() <= 1.0:
-        keys = (scores + 0.0).view(np.int64)  # + 0.0: a -0.0 becomes 0.0
-        keys <<= 1
-        keys |= positive
-        keys.sort(axis=1)
-        # Each positive's position = negatives at or below it + positives before it.
-        positions = (keys & 1) @ np.arange(scores.shape[1], dtype=np.int64)
-        u = positions - n_pos * (n_pos - 1) // 2
-        out = u / (n_pos * n_neg)
-        keys >>= 1  # the scores' bits: equal neighbours are ties
-        tied = np.flatnonzero((keys[:, 1:] == keys[:, :-1]).any(axis=1))
-        if len(tied):
-            out[tied] = _ranked_binary_auc(scores[tied], positive, n_pos, n_neg)
-        return out
-    return _ranked_binary_auc(scores, positive, n_pos, n_neg)
+    label_bits = positive.astype(np.int64)
+    positions = np.arange(len(positive), dtype=np.int64)
+    offset = n_pos * (n_pos - 1) // 2
+
+    def auc(scores: np.ndarray) -> np.ndarray:
+        if n_pos == 0 or n_neg == 0:
+            return np.full(len(scores), np.nan)
+        if scores.size and scores.min() >= 0.0 and scores.max() <= 1.0:
+            keys = (scores + 0.0).view(np.int64)  # + 0.0: a -0.0 becomes 0.0
+            keys <<= 1
+            keys |= label_bits
+            keys.sort(axis=1)
+            # Each positive's position = negatives at or below it + positives before it.
+            out = ((keys & 1) @ positions - offset) / (n_pos * n_neg)
+            # Equal neighbours but for the label bit are ties (their xor is 0 or 1).
+            tied = np.flatnonzero(((keys[:, 1:] ^ keys[:, :-1]) < 2).any(axis=1))
+            if len(tied):
+                out[tied] = _ranked_binary_auc(scores[tied], positive, n_pos, n_neg)
+            return out
+        return _ranked_binary_auc(scores, positive, n_pos, n_neg)
+
+    return auc
 
 
 def _ranked_binary_auc(
@@ -247,9 +258,10 @@ def additive_form(
 
         return view, log_loss_errors
     if stacked.ndim == 3 and stacked.shape[2] == 2 and metric.name == "roc_auc":
+        auc = auc_of_scores(y)
 
         def auc_errors(mixed: np.ndarray) -> np.ndarray:
-            return -_batched_auc_of_scores(y, mixed)
+            return -auc(mixed)
 
         return np.ascontiguousarray(stacked[..., 1]), auc_errors
     return stacked, lambda mixed: batched_errors(metric, y, mixed)

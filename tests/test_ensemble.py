@@ -175,9 +175,14 @@ def test_insight_leave_one_out_correlation_and_held_out_gain() -> None:
     assert abs(corr["b"][shown.index("a" if "a" in shown else "a2")]) < 0.2
     parts = honest_folds(y, classification=False)
     assert parts is not None and len(parts) == 5
-    honest = cross_validated_predictions(lambda: OptimizedWeightsEnsemble(RMSE), members, y, parts)
+    honest, fitted = cross_validated_predictions(
+        lambda: OptimizedWeightsEnsemble(RMSE), members, y, parts
+    )
+    assert honest is not None and len(fitted) == 5
     check = held_out_check(honest, members, y, RMSE, parts)
     assert len(check["gains"]) == 5 and check["mean_gain"] > 0.05  # a real gain, held out
+    # The folds' own scores of their members choose the same best single members.
+    assert held_out_check(honest, members, y, RMSE, parts, fitted) == check
     # By hand on the first fold: the ensemble fit without it against the member best elsewhere.
     fit_rows, held = parts[0]
     best = int(np.argmin([RMSE.error(y[fit_rows], m[fit_rows]) for m in members]))

@@ -253,8 +253,8 @@ def fit_ensemble(
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(ENSEMBLE_THREADS) as pool:
         main = pool.submit(fit_timed)
         stacking = recipe.method == "stacking"  # scores its own out-of-fold predictions
-        honest = (
-            None
+        honest, folds_fitted = (
+            (None, [])
             if stacking
             else cross_validated_predictions(make, val_preds, y_val, parts, pool=pool)
         )
@@ -275,7 +275,7 @@ def fit_ensemble(
         honest_val_score=metric(y_val, honest) if honest is not None else None,
         test_score=metric(y_test, test_pred) if tested else None,
         fit_seconds=fit_seconds,
-        held_out=held_out_check(honest, val_preds, y_val, metric, parts),
+        held_out=held_out_check(honest, val_preds, y_val, metric, parts, folds_fitted),
         insight=describe(ensembler, names, val_preds, y_val, metric),
     )
 

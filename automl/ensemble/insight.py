@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from automl.ensemble.base import Ensembler, stack, weighted_average
+from automl.ensemble.base import Ensembler, normalized_mix, stack, weighted_average
 from automl.folds import fold_rows
 from automl.metrics import Metric, batched_errors, row_errors
 
@@ -55,7 +55,17 @@ def leave_one_out(
         return [None] * stacked.shape[0]
     weights = np.asarray(ensembler.weights_, dtype=np.float64)
     power = getattr(ensembler, "power_", 1.0)
-    full = metric.error(y, weighted_average(stacked, weights, power))
+    if power != 1.0 and stacked.ndim == 3:  # p**k once, not once per member left out
+        raised = np.power(stacked, power)
+
+        def mix(w: np.ndarray) -> np.ndarray:
+            return normalized_mix(raised, w)
+    else:
+
+        def mix(w: np.ndarray) -> np.ndarray:
+            return weighted_average(stacked, w)
+
+    full = metric.error(y, mix(weights))
     effects: list[float | None] = [None] * len(weights)
     dropped = [i for i, w in enumerate(weights) if w > 0 and weights.sum() - w > 0]
     for start in range(0, len(dropped), LEAVE_ONE_OUT_BATCH):  # absences scored in batches
@@ -63,7 +73,7 @@ def leave_one_out(
         rests = np.repeat(weights[None, :], len(batch), axis=0)
         rests[np.arange(len(batch)), batch] = 0.0
         rests /= rests.sum(axis=1, keepdims=True)
-        mixes = np.stack([weighted_average(stacked, rest, power) for rest in rests])
+        mixes = np.stack([mix(rest) for rest in rests])
         for i, error in zip(batch, batched_errors(metric, y, mixes), strict=True):
             effects[i] = float(error) - full
     return effects
@@ -80,20 +90,26 @@ def held_out_check(
     y: np.ndarray,
     metric: Metric,
     parts: list[tuple[np.ndarray, np.ndarray]] | None,
+    fitted: Sequence[Ensembler] = (),
 ) -> dict[str, Any]:
     """The ensemble's gain over the best single member on each held-out fold: `honest` holds
     each row's prediction by an ensemble fit without its fold (`parts`: fit rows, held rows),
-    and the single member is the one best on the fold's fit rows."""
+    and the single member is the one best on the fold's fit rows: as the fold's ensemble
+    (`fitted`) scored its members there, when it did (`single_errors_`)."""
     if honest is None or not parts:
         return {"gains": [], "mean_gain": None, "note": "validation too small to split"}
     stacked = stack(preds)
-    per_row = row_errors(metric, y, stacked)
+    per_row = None
     gains = []
-    for fit_rows, held_rows in parts:
-        if per_row is not None:  # the member best on the fit rows: total less the held rows
-            fit_errors = per_row.sum(axis=1) - per_row[:, held_rows].sum(axis=1)
-        else:
-            fit_errors = batched_errors(metric, y[fit_rows], stacked[:, fit_rows])
+    for i, (fit_rows, held_rows) in enumerate(parts):
+        fit_errors = getattr(fitted[i], "single_errors_", None) if i < len(fitted) else None
+        if fit_errors is None:
+            if per_row is None:
+                per_row = row_errors(metric, y, stacked)
+            if per_row is not None:  # the sum over the fit rows: all rows less the held
+                fit_errors = per_row.sum(axis=1) - per_row[:, held_rows].sum(axis=1)
+            else:
+                fit_errors = batched_errors(metric, y[fit_rows], stacked[:, fit_rows])
         best = int(np.argmin(fit_errors))
         try:
             ensemble_score = metric(y[held_rows], honest[held_rows])
@@ -147,21 +163,22 @@ def cross_validated_predictions(
     y: np.ndarray,
     parts: list[tuple[np.ndarray, np.ndarray]] | None,
     pool: Executor | None = None,
-) -> np.ndarray | None:
-    """Each row predicted by an ensemble fit without its part of `parts` (`honest_folds`);
-    None without parts, or when a part cannot be fit (a class missing from it)."""
+) -> tuple[np.ndarray | None, list[Ensembler]]:
+    """Each row predicted by an ensemble fit without its part of `parts` (`honest_folds`),
+    and those ensembles; None (and no ensembles) without parts, or when a part cannot be fit
+    (a class missing from it)."""
     if not parts:
-        return None
+        return None, []
     stacked = stack(preds)
     y = np.asarray(y)
     out = np.zeros(stacked.shape[1:], dtype=np.float64)
     try:
         fitted = fit_each(make, [(members(stacked, rows), y[rows]) for rows, _ in parts], pool)
     except ValueError:  # e.g. a class missing from a small part
-        return None
+        return None, []
     for ensembler, (_, held_rows) in zip(fitted, parts, strict=True):
         out[held_rows] = ensembler.predict(members(stacked, held_rows))
-    return out
+    return out, fitted
 
 
 def members(stacked: np.ndarray, rows: np.ndarray) -> Sequence[np.ndarray]:

@@ -30,7 +30,18 @@ def powered_probabilities(stacked: np.ndarray, power: float) -> np.ndarray:
     """Each member's p**k, probabilities clipped away from 0 first (once per power: the loss
     and the true metric's check share it)."""
     clipped = np.clip(stacked, EPS, 1.0)
-    return clipped if power == 1.0 else np.power(clipped, power)
+    if power == 1.0:
+        return clipped
+    # The usual powers by products and square roots: several times faster than `np.power`
+    # (a fifth of a power-averaged fit went to it), and the same to the last bit or two.
+    if power == 2.0:
+        return np.multiply(clipped, clipped, out=clipped)
+    if power == 3.0:
+        squared = clipped * clipped
+        return np.multiply(squared, clipped, out=squared)
+    if power == 0.5:
+        return np.sqrt(clipped, out=clipped)
+    return np.power(clipped, power, out=clipped)
 
 
 def log_loss_surrogate(
