@@ -184,6 +184,7 @@ def _search(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from automl.data import BUILTIN_PREFIX, BUILTIN_TARGET
     from automl.report import format_table, leaderboard_rows
     from automl.run import RunDir
+    from automl.run_store import is_remote
     from automl.search.config import SearchConfig
     from automl.search.loop import run_search
 
@@ -198,7 +199,7 @@ def _search(args: argparse.Namespace, argv: Sequence[str]) -> int:
             f"--objective {target!r} is not one of the --target columns ({', '.join(targets)})"
         )
     others = [t for t in targets if t != target]
-    if args.resume and not RunDir(args.out).exists():
+    if args.resume and not is_remote(args.out) and not RunDir(args.out).exists():
         raise UserInputError(f"--resume: {args.out} holds no search to resume (no run.json)")
     if args.max_failures_in_a_row < 0:
         raise UserInputError(
@@ -238,7 +239,8 @@ def _search(args: argparse.Namespace, argv: Sequence[str]) -> int:
     )
     summary = run_search(config, argv=["automl", *argv])
     print(format_table(leaderboard_rows(RunDir(summary.run_dir, storage_url=args.storage))))
-    print(f"run directory: {summary.run_dir}")
+    where = args.out if is_remote(args.out) else summary.run_dir
+    print(f"run directory: {where}")
     if summary.stop_reason == "failures":
         raise SearchStopped(
             f"the search stopped after {args.max_failures_in_a_row} failed trials in a row; "
@@ -279,6 +281,7 @@ def _ensemble(args: argparse.Namespace) -> int:
 
         refit_best(run.path, data=args.data, say=print)
     print(format_table(write_leaderboard(run)))
+    run.publish()  # to the run's object storage, if it lives there
     return 0
 
 
@@ -317,6 +320,9 @@ def _report(args: argparse.Namespace) -> int:
         raise UserInputError(f"{exc}{hint}") from None
     folder.mkdir(parents=True, exist_ok=True)
     path = write_report(run, folder)
+    if not args.out and run.mirror is not None:  # the report and leaderboard, to the bucket
+        run.publish()
+        path = f"{run.location}/{Path(path).name} (cached at {path})"
     print(f"report: {path}")
     return 0
 

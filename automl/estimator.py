@@ -335,11 +335,12 @@ def from_run(run_dir: str | Path, which: str = "best") -> _AutoMLEstimator:
     from automl.data import Schema
     from automl.run import RunDir
 
-    info = RunDir(run_dir).info()
+    run = RunDir(run_dir)  # a run in object storage: its local cache, brought up to date
+    info = run.info()
     estimator: _AutoMLEstimator = (
         AutoMLRegressor() if info["task"] == "regression" else AutoMLClassifier()
     )
-    estimator._attach(Path(run_dir), which)
+    estimator._attach(run.path, which)
     columns = Schema.from_dict(info["schema"]).input_columns
     estimator.feature_names_in_ = np.asarray(columns, dtype=object)
     estimator.n_features_in_ = len(columns)

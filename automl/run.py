@@ -78,9 +78,22 @@ def searching_storage(url: str) -> Any:
 
 
 class RunDir:
+    """A run directory on disk, or in object storage (`s3://...`) through a local cache that
+    is brought up to date when the run is opened (`run_store`); `publish` sends what a
+    command wrote back to the bucket (a no-op on disk)."""
+
     def __init__(self, path: str | Path, storage_url: str | None = None) -> None:
-        self.path = Path(path).resolve()  # absolute: Ray workers run in folders of their own
+        from automl.run_store import local_run
+
+        local, self.mirror = local_run(path)
+        self.location = str(path) if self.mirror is not None else str(Path(path).resolve())
+        self.path = local.resolve()  # absolute: Ray workers run in folders of their own
         self.storage_url = storage_url  # the full URL when the caller has it (run.json masks it)
+
+    def publish(self, *paths: Path) -> None:
+        """Send the run's files (or those under `paths`) to its object storage, if it has one."""
+        if self.mirror is not None:
+            self.mirror.publish(*paths)
 
     @property
     def run_file(self) -> Path:
@@ -109,6 +122,8 @@ class RunDir:
 
     def own_study(self) -> bool:
         """Whether the study is the run's own `study.db` (not a database elsewhere)."""
+        if self.mirror is not None:  # a run in object storage keeps its study in a database
+            return False
         url = self.info().get("storage")
         if url is None:
             return True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -112,3 +112,68 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the PostgreSQL that `make test` starts on loopback; dropped after."""
+    admin = os.environ.get("AUTOML_TEST_POSTGRES_URL")
+    if not admin:
+        missing("AUTOML_TEST_POSTGRES_URL is unset: `make test` starts PostgreSQL and sets it")
+    import secrets
+
+    import psycopg2
+
+    name = f"automl_test_{secrets.token_hex(4)}"
+    connection = psycopg2.connect(admin)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE {name}")
+        yield admin.rsplit("/", 1)[0] + f"/{name}"
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def s3_bucket(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """An S3-compatible server (moto's, a test dependency) on a free loopback port with an
+    empty bucket: `url` (s3://bucket), `env` (the standard AWS variables that point a process
+    at it) and `client` (boto3's arguments)."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    server = Path(sys.executable).with_name("moto_server")
+    if not server.exists() and shutil.which("moto_server") is None:
+        missing("moto_server is not installed: `make test` installs the dev extra (moto[server])")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}  # fmt: skip
+    client = {"endpoint_url": endpoint, "aws_access_key_id": "test",
+              "aws_secret_access_key": "test", "region_name": "us-east-1"}  # fmt: skip
+    try:
+        import boto3
+
+        deadline = time.time() + 30
+        while True:
+            try:
+                boto3.client("s3", **client).create_bucket(Bucket="runs")
+                break
+            except Exception:
+                if time.time() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        yield {"url": "s3://runs", "bucket": "runs", "env": env, "client": client}
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

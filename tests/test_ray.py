@@ -183,20 +183,37 @@ def test_a_killed_driver_resumes_without_losing_or_repeating_a_trial(
     assert sorted(retried) == sorted(running)  # each interrupted configuration ran once more
 
 
-@pytest.fixture
-def cluster_without_shared_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+@pytest.fixture(scope="module")
+def hidden(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder the cluster's worker node cannot see: the tests below keep their data and run
+    directories in it."""
+    return tmp_path_factory.mktemp("hidden")
+
+
+@pytest.fixture(scope="module")
+def cluster_without_shared_disk(hidden: Path):  # noqa: ANN201
     """A 2-node Ray cluster on 127.0.0.1 (head + one worker, one CPU each, token auth on)
-    whose worker node cannot see this test's folder (the run directory's parent, the data):
-    its `ray start` runs in a mount namespace of its own with an empty tmpfs over the folder,
-    as a machine without a shared filesystem would."""
+    whose worker node cannot see `hidden` (the run directories' parent, the data): its `ray
+    start` runs in a mount namespace of its own with an empty tmpfs over the folder, as a
+    machine without a shared filesystem would. One cluster for the module's cluster tests (a
+    cluster costs ~20 s); the last of them takes the worker node away."""
     if shutil.which("unshare") is None:
         missing("unshare (util-linux) is needed to hide the run directory from a Ray node")
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    sys.path.insert(0, str(ROOT / "scripts"))
     from loopback_cluster import loopback_cluster
 
-    with loopback_cluster(workers=1, hide=tmp_path) as cluster:
+    with loopback_cluster(workers=1, hide=hidden) as cluster:
         yield {"env": cluster.env, "address": cluster.address, "jobs": cluster.jobs,
                "worker_raylet": cluster.worker_raylets[0]}  # fmt: skip
+
+
+@pytest.fixture
+def here(hidden: Path, request: pytest.FixtureRequest) -> Path:
+    """This test's own folder inside `hidden`, with the blood-transfusion data in it."""
+    folder = hidden / request.node.name
+    folder.mkdir()
+    pd.read_csv(shared("blood_transfusion.csv.gz")).to_csv(folder / "blood.csv", index=False)
+    return folder
 
 
 def _nodes(out: Path) -> set[str]:
@@ -353,17 +370,14 @@ print(json.dumps({node: ray.get(sees.options(scheduling_strategy=NodeAffinitySch
 """
 
 
-def test_a_cluster_without_shared_disk_brings_every_trial_home_takes_jobs_and_loses_a_node(
-    tmp_path: Path, blood: Path, cluster_without_shared_disk: dict
+def test_a_cluster_without_shared_disk_brings_every_trial_home_and_takes_jobs(
+    here: Path, cluster_without_shared_disk: dict
 ) -> None:
-    """One 2-node cluster (one CPU each, started once: a cluster costs ~20 s) whose worker
-    node cannot see the run directory (asserted from a task on it). A search with `--workers
-    auto` runs two trials at a time on both nodes; the worker's trials' files travel to the
-    driver through Ray, so the ensembles use every completed trial, predict works and the
-    report lists them all. A job through `ray job submit` does the same. Then the worker
-    node's raylet is SIGKILLed mid-trial: that trial runs again on the head, and nothing
-    half-written is left."""
-    cluster = cluster_without_shared_disk
+    """The worker node cannot see the run directory (asserted from a task on it). A search
+    with `--workers auto` runs two trials at a time on both nodes; the worker's trials' files
+    travel to the driver through Ray, so the ensembles use every completed trial, predict
+    works and the report lists them all. A job through `ray job submit` does the same."""
+    cluster, tmp_path, blood = cluster_without_shared_disk, here, here / "blood.csv"
     probe = tmp_path / "sees.py"
     probe.write_text(SEES_FOLDER)
     sees = subprocess.run(
@@ -427,12 +441,107 @@ def test_a_cluster_without_shared_disk_brings_every_trial_home_takes_jobs_and_lo
     assert len(_consistent(job_out)) == 4 and len(_nodes(job_out)) == 2
     assert json.loads((job_out / "run.json").read_text())["command"][:2] == ["automl", "search"]
 
-    _lose_the_worker_node_mid_trial(tmp_path, blood, cluster)
+
+OBJECT_STORAGE_TEST = "test_a_run_in_object_storage_searched_on_two_nodes_survives_its_driver"
 
 
-def _lose_the_worker_node_mid_trial(tmp_path: Path, blood: Path, cluster: dict) -> None:
+def test_a_run_in_object_storage_searched_on_two_nodes_survives_its_driver(
+    here: Path, cluster_without_shared_disk: dict, postgres_url: str, s3_bucket: dict
+) -> None:
+    """`--out s3://...` with the study in PostgreSQL, on the cluster without a shared disk: the
+    driver is SIGKILLed mid-search and a fresh process with an empty cache (another machine,
+    as far as the run is concerned) resumes it; then the ensembles with the refit, `predict`
+    and `automl.load`, each from a cache of its own, read everything from the bucket. The
+    driver's disk holds nothing of the run but caches."""
+    cluster = cluster_without_shared_disk
+    url = f"{s3_bucket['url']}/blood-run"
+    env = dict(cluster["env"], **s3_bucket["env"], AUTOML_CACHE=str(here / "cache-first"))
+    spaces = [write_space(here, "slow.yaml", TWO_SECOND_TREES)]
+    command = [sys.executable, "-m", "automl", "search", "--data", str(here / "blood.csv"),
+               "--target", "Class", "--out", url, "--storage", postgres_url,
+               "--space", str(spaces[0]), "--executor", "ray", "--workers", "2",
+               "--ray-address", cluster["address"], "--trials", "6", "--cv", "0"]  # fmt: skip
+    driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    study_name = None
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and driver.poll() is None:
+            time.sleep(0.3)
+            names = optuna.get_all_study_names(storage=postgres_url)
+            if not names:
+                continue
+            study_name = names[0]
+            trials = optuna.load_study(study_name=study_name, storage=postgres_url).trials
+            if sum(t.state.name == "COMPLETE" for t in trials) >= 2:
+                driver.send_signal(signal.SIGKILL)
+                break
+    finally:
+        driver.kill()
+        _, stderr = driver.communicate()
+    assert driver.returncode == -signal.SIGKILL, f"the search ended before the kill: {stderr}"
+    before = optuna.load_study(study_name=study_name, storage=postgres_url).trials
+    kept = {t.number: t.value for t in before if t.state.name == "COMPLETE"}
+
+    env["AUTOML_CACHE"] = str(here / "cache-resumed")  # nothing of the first process's
+    resumed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"run directory: {url}" in resumed.stdout
+    study = optuna.load_study(study_name=study_name, storage=postgres_url)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 6  # as many as asked: none lost, none extra
+    assert all(t.value == kept[t.number] for t in complete if t.number in kept)
+    configurations = [json.dumps(t.params, sort_keys=True) for t in complete]
+    retried = [t.user_attrs["retry_of"] for t in complete if "retry_of" in t.user_attrs]
+    assert len(set(configurations)) == 6 - len(retried)  # a retry repeats its configuration
+    assert len({t.user_attrs["node"] for t in complete}) == 2
+
+    for step, args in (
+        ("ensemble", ["ensemble", url, "--data", str(here / "blood.csv")]),
+        ("predict", ["predict", url, "--data", str(here / "blood.csv"),
+                     "--out", str(here / "p.csv")]),
+    ):  # fmt: skip
+        env["AUTOML_CACHE"] = str(here / f"cache-{step}")
+        done = subprocess.run([sys.executable, "-m", "automl", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "left out" not in done.stderr
+    assert "refit on every row" in done.stdout  # predict used the refit models, from the bucket
+    assert len(pd.read_csv(here / "p.csv")) == 748
+    load = (
+        "import automl, sys; m = automl.load(sys.argv[1]); "
+        "print(m.best_model_, len(m.predict(__import__('pandas').read_csv(sys.argv[2]))))"
+    )
+    env["AUTOML_CACHE"] = str(here / "cache-load")
+    loaded = subprocess.run(
+        [sys.executable, "-c", load, url, str(here / "blood.csv")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout.split()[-1] == "748"
+
+    import boto3
+
+    bucket = boto3.client("s3", **s3_bucket["client"])
+    keys = [o["Key"] for o in bucket.list_objects_v2(Bucket=s3_bucket["bucket"],
+                                                      Prefix="blood-run/")["Contents"]]  # fmt: skip
+    assert {k.split("/")[1] for k in keys} >= {"run.json", "trials", "ensembles", "targets"}
+    assert not any("/.incoming" in k or k.endswith(".lock") for k in keys)
+    # Nothing of the run outside the caches on the driver's disk; no study file anywhere.
+    local = {p.relative_to(here).parts[0] for p in here.rglob("*") if p.is_file()}
+    assert local <= {"blood.csv", "slow.yaml", "p.csv"} | {f"cache-{s}" for s in
+                     ("first", "resumed", "ensemble", "predict", "load")}  # fmt: skip
+    assert not list(here.rglob("study.db"))
+
+
+def test_losing_the_worker_node_mid_trial_runs_the_trial_again_on_the_head(
+    here: Path, cluster_without_shared_disk: dict
+) -> None:
     """SIGKILL the worker node's raylet while a trial runs in one of its workers (a worker's
-    parent is its node's raylet): Tune runs that trial again, on the head."""
+    parent is its node's raylet): Tune runs that trial again, on the head, and nothing
+    half-written is left. Last of the cluster tests: the cluster has one node after it."""
+    cluster, tmp_path, blood = cluster_without_shared_disk, here, here / "blood.csv"
     spaces = [write_space(tmp_path, "slow.yaml", TWO_SECOND_TREES)]
     out = tmp_path / "lost-node"
     raylet = cluster["worker_raylet"]

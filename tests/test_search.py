@@ -19,7 +19,7 @@ from automl.run import STUDY_NAME, RunDir, load_trials
 from automl.search.hyperopt_adapter import HyperoptProposer, hyperopt_vals
 from automl.search.loop import make_sampler
 from automl.space import SearchSpace
-from tests.conftest import FAST_LINEAR, FAST_TREES, ROOT, SPACES, BloodSearch, missing, write_space
+from tests.conftest import FAST_LINEAR, FAST_TREES, ROOT, SPACES, BloodSearch, write_space
 
 QUIET = {"progress": lambda line: None}
 
@@ -157,29 +157,6 @@ def test_time_budget_holds_across_resumes(blood_search: BloodSearch) -> None:
 def test_sigkill_during_a_trial_then_resume(tmp_path: Path) -> None:
     """Kill the search process mid-trial; the re-run keeps every finished trial and repeats none."""
     _kill_then_resume(tmp_path, storage=None)
-
-
-@pytest.fixture
-def postgres_url() -> str:
-    """A fresh database on the PostgreSQL that `make test` starts on loopback; dropped after."""
-    admin = os.environ.get("AUTOML_TEST_POSTGRES_URL")
-    if not admin:
-        missing("AUTOML_TEST_POSTGRES_URL is unset: `make test` starts PostgreSQL and sets it")
-    import secrets
-
-    import psycopg2
-
-    name = f"automl_test_{secrets.token_hex(4)}"
-    connection = psycopg2.connect(admin)
-    connection.autocommit = True
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE {name}")
-        yield admin.rsplit("/", 1)[0] + f"/{name}"
-        with connection.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        connection.close()
 
 
 @pytest.mark.slow

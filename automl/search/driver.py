@@ -314,6 +314,9 @@ class StudyDriver:
         }
         if result.n_params is not None:
             recorded["n_params"] = result.n_params
+        # A run in object storage gets the trial's files before the study calls it complete:
+        # a driver killed in between leaves a trial to run again, never one without files.
+        self.run.publish(self.run.trial_dir(trial.number))
         set_user_attrs(self.study, trial._trial_id, recorded | attrs)
         self.study.tell(trial, result.val_score)
         self._tell_proposer(trial, result.val_score)

@@ -40,6 +40,7 @@ from automl.run import (
     searching_storage,
     with_password,
 )
+from automl.run_store import is_remote
 from automl.search.config import SearchConfig
 from automl.search.driver import SearchSettings, StudyDriver
 from automl.search.evaluate import TrialContext, evaluate
@@ -192,6 +193,13 @@ def run_search(
     data, target, out, spaces, seed = c.data, c.target, c.out, c.spaces, c.seed
     test_data, test_size, other_targets, cv = c.test_data, c.test_size, c.other_targets, c.cv
     sampler, backend, storage = c.chosen_sampler, c.backend, c.storage
+    if is_remote(out) and storage is None:
+        raise UserInputError(
+            f"out {out}: a run kept in a bucket keeps its study in a database that every "
+            "machine reaches (SQLite needs a local disk with file locks); give storage a "
+            "postgresql:// URL",
+            settings=("out", "storage"),
+        )
     run = RunDir(out)
     run.check_out_path()
     dataset = load_dataset(
@@ -310,6 +318,7 @@ def run_search(
                         else {}
                     ),
                 )
+                run.publish()  # a run in object storage is a run from its first trial on
             settings = SearchSettings(
                 run=run, space=space, ctx=ctx, study=study, sampler=sampler, backend=backend,
                 trials=c.trials, time_budget=c.time_budget, say=say, started=started, live=live,
@@ -434,6 +443,7 @@ def summarize(
 
     finished, failed, best = driver.finish(reason)
     write_leaderboard(run)
+    run.publish()
     return SearchSummary(
         run_dir=run.path,
         finished=finished,
