@@ -89,7 +89,7 @@ class Mirror:
         temporary.write_text(json.dumps(index, sort_keys=True))
         os.replace(temporary, self.cache / INDEX)
 
-    def _remote_files(self) -> Iterator[tuple[str, int]]:
+    def _remote_files(self) -> Iterator[tuple[str, list[Any]]]:
         import pyarrow.fs as pafs
 
         selector = pafs.FileSelector(self.base, recursive=True, allow_not_found=True)
@@ -99,7 +99,7 @@ class Mirror:
             raise UserInputError(f"{self.url}: cannot list the run ({one_line(exc)})") from None
         for info in infos:
             if info.type == pafs.FileType.File:
-                yield info.path[len(self.base) + 1 :], info.size
+                yield info.path[len(self.base) + 1 :], _version(info)
 
     @staticmethod
     def _known(entry: Any, local: Path) -> bool:
@@ -120,12 +120,12 @@ class Mirror:
         the cache's folder, which then holds the whole run."""
         self.cache.mkdir(parents=True, exist_ok=True)
         index = self._index()
-        for relative, size in self._remote_files():
+        for relative, version in self._remote_files():
             if PRIVATE.search(relative):
                 continue
             local = self.cache / relative
             entry = index.get(relative)
-            if self._known(entry, local) and local.stat().st_size == size:
+            if entry is not None and self._known(entry, local) and entry.get("remote") == version:
                 continue
             local.parent.mkdir(parents=True, exist_ok=True)
             temporary = local.with_name(f"{local.name}.tmp-pull")
@@ -137,7 +137,7 @@ class Mirror:
                 while chunk := source.read(CHUNK):
                     target.write(chunk)
             os.replace(temporary, local)
-            index[relative] = self._entry(local)
+            index[relative] = self._entry(local) | {"remote": version}
         self._save_index(index)
         return self.cache
 
@@ -161,22 +161,32 @@ class Mirror:
                 continue
             digest = sha256_of(path)
             if isinstance(index.get(relative), dict) and index[relative]["sha256"] == digest:
-                index[relative] = self._entry(path, digest)  # touched, not changed
+                index[relative] |= self._entry(path, digest)  # touched, not changed
                 continue
             try:
                 remote = f"{self.base}/{relative}"
+                if getattr(self.filesystem, "type_name", "") == "local":  # folders of its own
+                    self.filesystem.create_dir(remote.rsplit("/", 1)[0], recursive=True)
                 with (
                     open(path, "rb") as source,
                     self.filesystem.open_output_stream(remote) as target,
                 ):
                     while chunk := source.read(CHUNK):
                         target.write(chunk)
+                version = _version(self.filesystem.get_file_info(remote))
             except OSError as exc:
                 raise OSError(f"{self.url}/{relative}: cannot write ({one_line(exc)})") from exc
-            index[relative] = self._entry(path, digest)
+            index[relative] = self._entry(path, digest) | {"remote": version}
             sent += 1
         self._save_index(index)
         return sent
+
+
+def _version(info: Any) -> list[Any]:
+    """What tells one version of an object from the next: its size and modification time (a
+    rewrite of the same size still moves the time)."""
+    mtime = getattr(info, "mtime_ns", None)
+    return [info.size, mtime]
 
 
 def one_line(exc: BaseException) -> str:
