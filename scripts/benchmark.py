@@ -943,8 +943,13 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="automl-exec-") as workdir:
             lines = executor_overhead(workdir=Path(workdir))
             print("\n".join(lines), flush=True)
-            lines += ["", *executor_cluster(Path(workdir))]
-            print("\n".join(lines[-8:]), flush=True)
+            cluster = executor_cluster(Path(workdir))
+            (Path(args.out) / "executors_cluster.md").write_text(
+                f"Command: `python scripts/benchmark.py --executors` on {_commit()}\n\n"
+                + "\n".join(cluster)
+                + "\n"
+            )
+            print("\n".join(cluster), flush=True)
             lines += ["", *executor_scaling(args.budget, Path(workdir))]
         out = Path(args.out) / "executors.md"
         out.write_text("\n".join(lines) + "\n")
