@@ -52,7 +52,35 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
 
 
 def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak memory or its largest finished child's (the trials' worker
+    processes), whichever is larger: what the peers' figures count too."""
+    return max(
+        resource.getrusage(who).ru_maxrss / 1024
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+
+
+def trivial_prediction(task: str, y_train: np.ndarray, n_test: int, n_classes: int) -> np.ndarray:
+    """What knows nothing but the training target: the class shares, or the mean."""
+    if task == "regression":
+        return np.full(n_test, float(np.mean(y_train)))
+    shares = np.bincount(np.asarray(y_train, dtype=int), minlength=n_classes) / len(y_train)
+    return np.tile(shares, (n_test, 1))
+
+
+def check_beats_trivial(dataset: str, rows: list[dict[str, Any]], trivial: float,
+                        greater_is_better: bool) -> None:  # fmt: skip
+    """Every system must beat the trivial prediction on test (the class shares, the mean); one
+    that does not stops the run: a harness bug (a label mix-up, a peer given the wrong
+    column) until shown otherwise."""
+    for row in rows:
+        better = row["test_score"] > trivial if greater_is_better else row["test_score"] < trivial
+        if not better:
+            raise SystemExit(
+                f"{dataset}: {row['system']} scored {row['metric']} {row['test_score']:.4f} on "
+                f"test, no better than the class shares or the mean ({trivial:.4f}): a harness "
+                "bug until shown otherwise"
+            )
 
 
 def run_ours(
@@ -297,6 +325,9 @@ def benchmark_dataset(
             f"{row['trials']} trials, {row['peak_mb']} MB) {row['detail']}",
             flush=True,
         )
+    y_train = tgt.encode(train[target])
+    trivial = trivial_prediction(tgt.task, y_train, len(y_test), len(tgt.classes or []))
+    check_beats_trivial(name, rows, metric(y_test, trivial), metric.greater_is_better)
     for method, score in ours["ensembles"].items():
         rows.append(
             {
