@@ -242,9 +242,20 @@ def _search(args: argparse.Namespace, argv: Sequence[str]) -> int:
     where = args.out if is_remote(args.out) else summary.run_dir
     print(f"run directory: {where}")
     if summary.stop_reason == "failures":
-        raise SearchStopped(
-            f"the search stopped after {args.max_failures_in_a_row} failed trials in a row; "
-            "their errors are in the leaderboard above"
+        stopped = f"the search stopped after {args.max_failures_in_a_row} failed trials in a row"
+        completed = summary.finished - summary.failed
+        if completed == 0:
+            raise SearchStopped(f"{stopped}; their errors are in the leaderboard above")
+        # The search stopped, not the job: ensembles, the refit and predict use what finished.
+        kept = (
+            "the completed trial is kept"
+            if completed == 1
+            else f"the {completed} completed trials are kept"
+        )
+        print(
+            f"warning: {stopped} (their errors are in the leaderboard above); {kept}, and "
+            "`automl ensemble` and `automl predict` work on them",
+            file=sys.stderr,
         )
     return 0
 

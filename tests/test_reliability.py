@@ -251,6 +251,25 @@ def test_failures_in_a_row_stop_the_search_with_one_line(
     assert list(board.status) == ["failed"] * 3  # not 20: the budget was not spent on them
     assert board.error.str.contains("num_leaves").all()
 
+    # With a completed trial, the streak stops the search, not the job: exit 0, one warning.
+    good, broken = tmp_path / "good.yaml", tmp_path / "broken.yaml"
+    good.write_text("family: random_forest\nparams:\n  n_estimators: {type: fixed, value: 10}\n")
+    broken.write_text("family: random_forest\nparams:\n  n_estimators: {type: fixed, value: 0}\n")
+    out = tmp_path / "kept"
+    first = cli("search", "--data", blood_csv, "--target", "Class", "--out", out, "--space",
+                good, "--trials", "1", "--threads", "1", "--cv", "0")  # fmt: skip
+    assert first.code == 0, first.err
+    again = cli("search", "--data", blood_csv, "--target", "Class", "--out", out, "--space",
+                broken, "--trials", "20", "--max-failures-in-a-row", "3",
+                "--threads", "1")  # fmt: skip
+    assert again.code == 0
+    assert again.err == (
+        "warning: the search stopped after 3 failed trials in a row (their errors are in the "
+        "leaderboard above); the completed trial is kept, and `automl ensemble` and "
+        "`automl predict` work on them\n"
+    )
+    assert sorted(pd.read_csv(out / "leaderboard.csv").status) == ["complete"] + ["failed"] * 3
+
 
 def test_a_full_disk_stops_the_search_and_resume_reruns_the_interrupted_trial(
     tmp_path: Path, blood_search: BloodSearch, monkeypatch: pytest.MonkeyPatch
