@@ -359,6 +359,7 @@ def test_a_script_without_a_main_guard_fits_a_network_and_nothing_prints_tensorf
         assert process.stdin is not None
         process.stdin.write(stdin or "")
         process.stdin.close()
+        process.stdin = None  # closed: `communicate` below must not flush it
     for process, _ in running:
         stdout, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr[-2000:]

@@ -354,6 +354,52 @@ def test_executor_ray_without_ray_installed_is_one_line_and_writes_nothing(tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
+def test_trial_files_stream_through_the_sink_whole_verified_or_not_at_all(
+    tmp_path: Path, blood: Path
+) -> None:
+    """The transfer itself, with a local Ray: a promoted network's parent fetched to a node's
+    own folder byte for byte; a trial shipped in several chunks appears whole and verified; a
+    file that does not match its manifest is refused and leaves nothing behind."""
+    import ray
+
+    from automl.io import write_manifest
+    from automl.search import ray_files
+    from automl.search.loop import run_search
+
+    spaces = [write_space(tmp_path, "t.yaml", SECOND_TREES)]
+    summary = run_search(data=str(blood), target="Class", out=tmp_path / "run", spaces=spaces,
+                         trials=1, cv=0, threads=1, progress=lambda line: None)  # fmt: skip
+    run = RunDir(summary.run_dir)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR",
+             log_to_driver=False)  # fmt: skip
+    try:
+        sink = ray_files.start_sink(run)
+        away = tmp_path / "node" / "0000"
+        fetched = ray_files.fetch(sink, 0, away)
+        home = {p.relative_to(run.trial_dir(0)): p.read_bytes()
+                for p in run.trial_dir(0).rglob("*") if p.is_file()}  # fmt: skip
+        assert {p.relative_to(away): p.read_bytes() for p in away.rglob("*") if p.is_file()} == home
+        assert fetched.bytes == sum(len(b) for b in home.values()) > 100_000
+
+        big = away / "big.bin"
+        big.write_bytes(os.urandom(2 * ray_files.CHUNK + 123))  # three chunks
+        write_manifest(away, [*json.loads((away / "manifest.json").read_text()), "big.bin"])
+        shipped = ray_files.ship(sink, 5, away)
+        assert shipped.bytes == fetched.bytes + len(big.read_bytes()) + (
+            (away / "manifest.json").stat().st_size - len(home[Path("manifest.json")])
+        )
+        assert (run.trial_dir(5) / "big.bin").read_bytes() == big.read_bytes()
+        verify(run.trial_dir(5), "val_pred.npy")
+        assert not (run.path / ray_files.STAGING).exists()
+
+        (away / "val_pred.npy").write_bytes(b"tampered")
+        with pytest.raises(ray.exceptions.RayTaskError, match="sha256 does not match"):
+            ray_files.ship(sink, 6, away)
+        assert not run.trial_dir(6).exists() and not (run.path / ray_files.STAGING).exists()
+    finally:
+        ray.shutdown()
+
+
 SEES_FOLDER = """\
 import json, os, sys
 import ray
@@ -577,48 +623,3 @@ def test_losing_the_worker_node_mid_trial_runs_the_trial_again_on_the_head(
     assert len(head) == 1  # trials that finished after the loss all ran on the head
     numbers = sorted(t.number for t in complete)
     assert numbers == list(range(4))  # no trial recorded twice, none lost
-
-
-def test_trial_files_stream_through_the_sink_whole_verified_or_not_at_all(
-    tmp_path: Path, blood: Path
-) -> None:
-    """The transfer itself, with a local Ray: a promoted network's parent fetched to a node's
-    own folder byte for byte; a trial shipped in several chunks appears whole and verified; a
-    file that does not match its manifest is refused and leaves nothing behind."""
-    import ray
-
-    from automl.io import write_manifest
-    from automl.search import ray_files
-    from automl.search.loop import run_search
-
-    spaces = [write_space(tmp_path, "t.yaml", SECOND_TREES)]
-    summary = run_search(data=str(blood), target="Class", out=tmp_path / "run", spaces=spaces,
-                         trials=1, cv=0, threads=1, progress=lambda line: None)  # fmt: skip
-    run = RunDir(summary.run_dir)
-    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    try:
-        sink = ray_files.start_sink(run)
-        away = tmp_path / "node" / "0000"
-        fetched = ray_files.fetch(sink, 0, away)
-        home = {p.relative_to(run.trial_dir(0)): p.read_bytes()
-                for p in run.trial_dir(0).rglob("*") if p.is_file()}  # fmt: skip
-        assert {p.relative_to(away): p.read_bytes() for p in away.rglob("*") if p.is_file()} == home
-        assert fetched.bytes == sum(len(b) for b in home.values()) > 100_000
-
-        big = away / "big.bin"
-        big.write_bytes(os.urandom(2 * ray_files.CHUNK + 123))  # three chunks
-        write_manifest(away, [*json.loads((away / "manifest.json").read_text()), "big.bin"])
-        shipped = ray_files.ship(sink, 5, away)
-        assert shipped.bytes == fetched.bytes + len(big.read_bytes()) + (
-            (away / "manifest.json").stat().st_size - len(home[Path("manifest.json")])
-        )
-        assert (run.trial_dir(5) / "big.bin").read_bytes() == big.read_bytes()
-        verify(run.trial_dir(5), "val_pred.npy")
-        assert not (run.path / ray_files.STAGING).exists()
-
-        (away / "val_pred.npy").write_bytes(b"tampered")
-        with pytest.raises(ray.exceptions.RayTaskError, match="sha256 does not match"):
-            ray_files.ship(sink, 6, away)
-        assert not run.trial_dir(6).exists() and not (run.path / ray_files.STAGING).exists()
-    finally:
-        ray.shutdown()
