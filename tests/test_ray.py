@@ -510,15 +510,18 @@ def test_a_run_in_object_storage_searched_on_two_nodes_survives_its_driver(
     driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)  # fmt: skip
     study_name = None
+    # One storage (one connection pool) for every poll: a storage per poll opened connections
+    # faster than they were collected, and PostgreSQL ran out of them in CI.
+    storage = optuna.storages.RDBStorage(postgres_url)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and driver.poll() is None:
             time.sleep(0.3)
-            names = optuna.get_all_study_names(storage=postgres_url)
+            names = optuna.get_all_study_names(storage=storage)
             if not names:
                 continue
             study_name = names[0]
-            trials = optuna.load_study(study_name=study_name, storage=postgres_url).trials
+            trials = optuna.load_study(study_name=study_name, storage=storage).trials
             if sum(t.state.name == "COMPLETE" for t in trials) >= 2:
                 driver.send_signal(signal.SIGKILL)
                 break
@@ -526,7 +529,7 @@ def test_a_run_in_object_storage_searched_on_two_nodes_survives_its_driver(
         driver.kill()
         _, stderr = driver.communicate()
     assert driver.returncode == -signal.SIGKILL, f"the search ended before the kill: {stderr}"
-    before = optuna.load_study(study_name=study_name, storage=postgres_url).trials
+    before = optuna.load_study(study_name=study_name, storage=storage).trials
     kept = {t.number: t.value for t in before if t.state.name == "COMPLETE"}
 
     env["AUTOML_CACHE"] = str(here / "cache-resumed")  # nothing of the first process's
@@ -534,7 +537,7 @@ def test_a_run_in_object_storage_searched_on_two_nodes_survives_its_driver(
                              timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"run directory: {url}" in resumed.stdout
-    study = optuna.load_study(study_name=study_name, storage=postgres_url)
+    study = optuna.load_study(study_name=study_name, storage=storage)
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(complete) == 6  # as many as asked: none lost, none extra
     assert all(t.value == kept[t.number] for t in complete if t.number in kept)
@@ -583,6 +586,7 @@ def test_a_run_in_object_storage_searched_on_two_nodes_survives_its_driver(
     assert local <= {"blood.csv", "slow.yaml", "p.csv"} | {f"cache-{s}" for s in
                      ("first", "resumed", "ensemble", "predict", "load")}  # fmt: skip
     assert not list(here.rglob("study.db"))
+    storage.engine.dispose()
 
 
 def test_losing_the_worker_node_mid_trial_runs_the_trial_again_on_the_head(

@@ -205,14 +205,16 @@ def _kill_then_resume(tmp_path: Path, storage: str | None) -> None:
     running_at_kill = None
     before: dict[int, float] = {}
     deadline = time.time() + 120
+    polled = None  # one storage for every poll: one per poll ran PostgreSQL out of connections
     try:
         while time.time() < deadline:
             time.sleep(0.05)
-            if not (out / "run.json").exists():
+            if not (out / "run.json").exists():  # the study exists before run.json does
                 continue
             try:
+                polled = polled or optuna.storages.RDBStorage(storage)
                 name = RunDir(out).study_name()
-                trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+                trials = optuna.load_study(study_name=name, storage=polled).get_trials()
             except Exception:  # noqa: BLE001 (the study may not exist yet)
                 continue
             done = {t.number: t.value for t in trials if t.state.name == "COMPLETE"}
@@ -224,6 +226,8 @@ def _kill_then_resume(tmp_path: Path, storage: str | None) -> None:
     finally:
         process.kill()
         process.wait()
+        if polled is not None:
+            polled.engine.dispose()
     assert running_at_kill is not None, "the search finished before it could be killed"
 
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
