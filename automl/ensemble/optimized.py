@@ -123,7 +123,10 @@ class OptimizedWeightsEnsemble(WeightedEnsemble):
         # best) pins those members near a vanishing softmax gradient, and for k = 1 the
         # surrogate is convex, so its optimum does not depend on the start.
         uniform = np.full(stacked.shape[0], 1.0 / stacked.shape[0])
-        plain = self._error_at(stacked, y, 1.0)
+        # The plain average's smallest form, gathered once for the candidates' errors and for
+        # Nelder-Mead when it refines a plain average.
+        plain_form = additive_form(self.metric, stacked, y)
+        plain = self._error_at(stacked, y, 1.0, form=plain_form)
         self.starts_ = {name: {"start_error": plain(w)} for name, w in starts.items()}
         candidates = [
             (e["start_error"], name, starts[name], 1.0) for name, e in self.starts_.items()
@@ -164,16 +167,23 @@ class OptimizedWeightsEnsemble(WeightedEnsemble):
             chosen = min(self.screened_powers_, key=lambda k: self.screened_powers_[k])
             fit_power(chosen, raised[chosen])
         _, self.best_start_, weights, self.power_ = min(candidates, key=lambda c: c[0])
-        self.weights_ = self._refine(raised[self.power_], y, weights)
+        form = plain_form if self.power_ == 1.0 else None
+        self.weights_ = self._refine(raised[self.power_], y, weights, form=form)
         if self.nelder_mead_.improved:
             self.best_start_ += " + nelder-mead"
         return self
 
     def _refine(
-        self, raised: np.ndarray, y: np.ndarray, weights: np.ndarray, max_members: int = MAX_MEMBERS
+        self,
+        raised: np.ndarray,
+        y: np.ndarray,
+        weights: np.ndarray,
+        max_members: int = MAX_MEMBERS,
+        form: tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]] | None = None,
     ) -> np.ndarray:
         """Nelder-Mead on the true metric over the members the fit kept (`nelder_mead`);
-        `raised`: the members' predictions, to the chosen power for probabilities."""
+        `raised`: the members' predictions, to the chosen power for probabilities; `form`:
+        their `additive_form`, when the caller has it."""
         power = self.power_
         # The smallest form of the predictions whose averages give the metric (log-loss: the
         # true class's probability, and the row sums that renormalize a power average; binary
@@ -183,7 +193,7 @@ class OptimizedWeightsEnsemble(WeightedEnsemble):
         if renormalize:
             view, errors_of = raised, lambda mixed: batched_errors(self.metric, y, mixed)
         else:
-            view, errors_of = additive_form(self.metric, raised, y)
+            view, errors_of = form or additive_form(self.metric, raised, y)
 
         # The weighted members' predictions, copied once, as (members, values) for one matrix
         # product per evaluation.
@@ -206,13 +216,19 @@ class OptimizedWeightsEnsemble(WeightedEnsemble):
         return refined
 
     def _error_at(
-        self, stacked: np.ndarray, y: np.ndarray, power: float, powered: np.ndarray | None = None
+        self,
+        stacked: np.ndarray,
+        y: np.ndarray,
+        power: float,
+        powered: np.ndarray | None = None,
+        form: tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]] | None = None,
     ) -> Callable[[np.ndarray], float]:
-        """The true metric's error of the weighted (power-)average, as a function of weights."""
+        """The true metric's error of the weighted (power-)average, as a function of weights
+        (`form`: the plain average's `additive_form`, when the caller has it)."""
         if power != 1.0 and powered is None:
             powered = powered_probabilities(stacked, power)  # once, not per call
         if powered is None:  # the plain average: the smallest form that gives the metric
-            view, errors_of = additive_form(self.metric, stacked, y)
+            view, errors_of = form or additive_form(self.metric, stacked, y)
             flat = view.reshape(len(view), -1)
 
             def plain(weights: np.ndarray) -> float:
