@@ -32,11 +32,14 @@ class TrialFailed(Exception):
 
 
 class TrialPruned(Exception):
-    """A pruner stopped a trial after epoch `step`: its validation curve was not promising."""
+    """A pruner stopped a trial after epoch `step` (or, with a `reason`, after a fold): its
+    validation curve was not promising. `value` is its score there, if known."""
 
-    def __init__(self, step: int) -> None:
-        super().__init__(f"pruned after epoch {step}")
+    def __init__(self, step: int, reason: str = "", value: float | None = None) -> None:
+        self.reason = reason or f"after epoch {step}"
+        super().__init__(f"pruned {self.reason}")
         self.step = step
+        self.value = value
 
 
 class IntegrityError(UserInputError):

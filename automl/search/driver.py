@@ -18,6 +18,7 @@ from automl.run import RunDir
 from automl.search.attrs import set_user_attrs
 from automl.search.budget import Measured, Rows, after_search_seconds
 from automl.search.evaluate import TrialContext, TrialResult
+from automl.search.fold_halving import FOLD_BAR_KEY, FOLD_SCORES_ATTR, fold_bars
 from automl.search.outcome import TrialOutcome
 from automl.search.progress import Progress, status_line
 from automl.search.promotion import PROMOTED_FROM_ATTR, WARM_START_KEY, next_promotion, rungs
@@ -78,6 +79,7 @@ class SearchSettings:
     pruner: str = "median"
     max_failures_in_a_row: int | None = None  # stop after this many failed trials in a row
     promote: bool = True  # successive halving of networks over rows (`search.promotion`)
+    halve_folds: bool = True  # costly cross-fitted trials earn their folds (`fold_halving`)
 
 
 class StudyDriver:
@@ -87,6 +89,7 @@ class StudyDriver:
         self, settings: SearchSettings, executor: str = "local", workers: int | str = 1
     ) -> None:
         import optuna
+        from optuna.trial import TrialState
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         run, space, ctx, study = settings.run, settings.space, settings.ctx, settings.study
@@ -136,6 +139,11 @@ class StudyDriver:
             for t in study.get_trials(deepcopy=False)
             if t.state.name == "COMPLETE" and t.value is not None
         ]
+        # Fold halving: the completed trials' fold scores and families (`search.fold_halving`).
+        self.halve_folds = bool(ctx.cv) and settings.halve_folds
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        self.fold_scores = [list(t.user_attrs.get(FOLD_SCORES_ATTR) or []) for t in complete]
+        self.families_done = {str(t.params.get("family")) for t in complete}
         self.rows = self._rows()
         self.reserve = 0.0
         self.best = "-"
@@ -268,6 +276,9 @@ class StudyDriver:
             flat[EPOCHS_KEY] = trial.user_attrs[EPOCHS_ATTR]
         if PROMOTED_FROM_ATTR in trial.user_attrs:  # continues from the lower rung's weights
             flat[WARM_START_KEY] = int(trial.user_attrs[PROMOTED_FROM_ATTR])
+        bars = fold_bars(self.fold_scores, flat["family"] in self.families_done)
+        if self.halve_folds and bars is not None:
+            flat[FOLD_BAR_KEY] = bars
         set_user_attrs(
             study,
             trial._trial_id,
@@ -295,7 +306,7 @@ class StudyDriver:
             assert outcome.result is not None
             self.succeeded(trial, flat, outcome.result, **attrs)
         elif outcome.status == "pruned":
-            self.pruned_at(trial, flat, outcome.step, outcome.value)
+            self.pruned_at(trial, flat, outcome.step, outcome.value, outcome.reason)
         elif outcome.status == "fatal":
             raise stopped_by(outcome.error)
         else:
@@ -304,7 +315,7 @@ class StudyDriver:
     def succeeded(
         self, trial: Any, flat: dict[str, Any], result: TrialResult, **attrs: Any
     ) -> None:
-        recorded = {
+        recorded: dict[str, Any] = {
             "test_score": result.test_score,
             "fit_seconds": result.fit_seconds,
             "predict_seconds": result.predict_seconds,
@@ -314,6 +325,8 @@ class StudyDriver:
         }
         if result.n_params is not None:
             recorded["n_params"] = result.n_params
+        if result.fold_scores:
+            recorded[FOLD_SCORES_ATTR] = result.fold_scores
         # A run in object storage gets the trial's files before the study calls it complete:
         # a driver killed in between leaves a trial to run again, never one without files.
         self.run.publish(self.run.trial_dir(trial.number))
@@ -321,6 +334,8 @@ class StudyDriver:
         self.study.tell(trial, result.val_score)
         self._tell_proposer(trial, result.val_score)
         self.measured.append(self._measured(result.val_score, recorded, flat["family"]))
+        self.fold_scores.append(list(result.fold_scores))
+        self.families_done.add(flat["family"])
         if self.best_value is None or self.metric.better(result.val_score, self.best_value):
             self.best_value = result.val_score
             self.best = f"{result.val_score:.4f} (#{trial.number} {flat['family']})"
@@ -345,7 +360,14 @@ class StudyDriver:
         self._done(trial)
         self.say(f"{self.label(trial, flat)} FAILED: {message}")
 
-    def pruned_at(self, trial: Any, flat: dict[str, Any], step: int, value: float | None) -> None:
+    def pruned_at(
+        self,
+        trial: Any,
+        flat: dict[str, Any],
+        step: int,
+        value: float | None,
+        reason: str = "",
+    ) -> None:
         from optuna.trial import TrialState
 
         if value is not None:
@@ -355,7 +377,7 @@ class StudyDriver:
         self.pruned += 1
         self.failed_in_a_row = 0
         self._done(trial)
-        self.say(f"{self.label(trial, flat)} pruned after epoch {step}")
+        self.say(f"{self.label(trial, flat)} pruned {reason or f'after epoch {step}'}")
 
     def _tell_proposer(self, trial: Any, value: float | None) -> None:
         if self.proposer is not None:
@@ -367,7 +389,8 @@ class StudyDriver:
 
         trial.set_user_attr("interrupted", True)
         self.study.tell(trial, state=TrialState.FAIL)
-        params = {k: v for k, v in flat.items() if k != WARM_START_KEY and k != EPOCHS_KEY}
+        budget_keys = (WARM_START_KEY, EPOCHS_KEY, FOLD_BAR_KEY)  # the driver sets these anew
+        params = {k: v for k, v in flat.items() if k not in budget_keys}
         self.study.enqueue_trial(params, user_attrs=retry_attrs(trial))
         self._done(trial)
         self.say(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from automl.data import Dataset
-from automl.errors import TrialFailed
+from automl.errors import TrialFailed, TrialPruned
 from automl.folds import fold_rows
 from automl.io import (
     MANIFEST,
@@ -37,6 +38,7 @@ from automl.models.per_target import PerTarget
 from automl.preprocess import fit_encoder, layout, transform
 from automl.refit import refit_scale
 from automl.run import ENCODER_FILE, RunDir, fold_name
+from automl.search.fold_halving import COSTLY_FOLD_SECONDS, FOLD_BAR_KEY, stop_reason
 from automl.search.promotion import WARM_START_KEY
 from automl.space import EPOCHS_KEY, SearchSpace
 from automl.tensorboard import TENSORBOARD_DIR, write_hparams
@@ -109,6 +111,7 @@ class TrialResult:
     files: list[str] = field(default_factory=list)  # the trial folder's files, for dashboards
     # What one refit of it would take on the rows one of its models saw (`search.budget`).
     refit_seconds: float | None = None
+    fold_scores: list[float] = field(default_factory=list)  # cross-fitted: each fold's score
 
 
 @dataclass
@@ -126,6 +129,7 @@ class Fitted:
     # Per fitted model, the iteration/epoch counts its early stopping chose (for the refit).
     stopped_at: list[dict[str, Any]] = field(default_factory=list)
     refit_seconds: float | None = None  # one model: fit up to those counts, save, load
+    fold_scores: list[float] = field(default_factory=list)  # cross-fitted: each fold's score
 
 
 def _kept_share(model: Any) -> float:
@@ -149,6 +153,15 @@ def _n_params(model: Any) -> int | None:
     count = getattr(model, "count_params", None)
     value = count() if callable(count) else None
     return int(value) if value is not None else None
+
+
+def fold_score(metric: Metric, y: np.ndarray, pred: np.ndarray) -> float:
+    """A fold's score, NaN where the metric is undefined on it (a class missing from the
+    fold's rows): the fold-halving bar then ignores this trial's fold."""
+    try:
+        return float(metric(y, pred))
+    except ValueError:
+        return float("nan")
 
 
 def predict_test(model: Any, x_test: np.ndarray, ctx: BuildContext) -> np.ndarray:
@@ -223,9 +236,13 @@ def _cross_fit(
     ctx: TrialContext,
     encoded: tuple[Any, np.ndarray, np.ndarray, np.ndarray],
     trial_dir: Path,
+    bars: list[float] | None = None,
 ) -> Fitted:
     """K models on K-1 folds each (the held-out fold for early stopping): out-of-fold
-    predictions for every training row, test predictions averaged; each fold saved apart."""
+    predictions for every training row, test predictions averaged; each fold saved apart.
+
+    With `bars` (`search.fold_halving`), a costly trial below the bar after its first or
+    second fold stops there (`TrialPruned`) and leaves nothing behind."""
     _, x_train, _, x_test = encoded
     y = ctx.y_val
     oof: np.ndarray | None = None
@@ -234,6 +251,7 @@ def _cross_fit(
     files: list[str] = []
     stopped: list[dict[str, Any]] = []
     refit_seconds = 0.0
+    scores: list[float] = []
     for k, (train_rows, held_rows) in enumerate(ctx.folds()):
         if k and ctx.deadline is not None and time.time() >= ctx.deadline:
             raise TrialFailed(f"the time budget ran out after {k} of {ctx.cv} folds")
@@ -267,6 +285,13 @@ def _cross_fit(
         files.append(f"{fold_name(k)}/{MANIFEST}")
         n_params = _n_params(model)
         stopped.append(_stopped_at(model))
+        scores.append(fold_score(ctx.metric, y[held_rows], held_pred))
+        costly = family.uses_keras or fit_seconds / len(scores) >= COSTLY_FOLD_SECONDS
+        reason = stop_reason(scores, bars, costly, ctx.metric.greater_is_better,
+                             ctx.metric.name, ctx.cv)  # fmt: skip
+        if reason is not None:
+            shutil.rmtree(trial_dir, ignore_errors=True)
+            raise TrialPruned(len(scores), reason, statistics.fmean(scores))
     assert oof is not None and test_sum is not None
     return Fitted(
         oof,
@@ -278,6 +303,7 @@ def _cross_fit(
         [],
         stopped,
         refit_seconds,
+        scores,
     )
 
 
@@ -319,8 +345,11 @@ def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResul
     continued = _continued_from(flat, family, ctx)
     if continued:
         build_ctx = replace(build_ctx, warm_start=ctx.run.trial_dir(continued["continued_from"]))
-    fit = _cross_fit if ctx.cv else _fit_once
-    fitted = fit(family, config.params, build_ctx, ctx, encoded, trial_dir)
+    if ctx.cv:
+        bars = flat.get(FOLD_BAR_KEY)
+        fitted = _cross_fit(family, config.params, build_ctx, ctx, encoded, trial_dir, bars)
+    else:
+        fitted = _fit_once(family, config.params, build_ctx, ctx, encoded, trial_dir)
     if family.uses_keras and fitted.refit_seconds is not None:  # every row, inherited epochs
         fitted.refit_seconds *= refit_scale(
             config.params, fitted.stopped_at, continued.get("inherited_epochs", 0)
@@ -378,6 +407,7 @@ def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResul
         fitted.n_params,
         [*names, "result.json"],
         fitted.refit_seconds,
+        fitted.fold_scores,
     )
     write_json_atomic(trial_dir / "result.json", result.__dict__ | {"metric": ctx.metric.name})
     write_manifest(trial_dir, [*names, "result.json"])

@@ -23,8 +23,9 @@ class TrialOutcome:
     status: Status
     result: TrialResult | None = None  # complete
     error: str = ""  # failed, fatal: "Type: message" on one line
-    step: int = 0  # pruned: the epoch it was stopped after
-    value: float | None = None  # pruned by a scheduler: its last reported score, if any
+    step: int = 0  # pruned: the epoch (or fold) it was stopped after
+    value: float | None = None  # pruned: its last reported score, if any
+    reason: str = ""  # pruned: when and why, for the log ("after epoch 3" when empty)
 
 
 def outcome_of(run: Callable[..., TrialResult], *args: Any) -> TrialOutcome:
@@ -32,7 +33,7 @@ def outcome_of(run: Callable[..., TrialResult], *args: Any) -> TrialOutcome:
     try:
         return TrialOutcome("complete", result=run(*args))
     except TrialPruned as exc:
-        return TrialOutcome("pruned", step=exc.step)
+        return TrialOutcome("pruned", step=exc.step, value=exc.value, reason=exc.reason)
     except Exception as exc:  # noqa: BLE001 - a trial's failure is that trial's outcome
         return TrialOutcome("fatal" if is_fatal(exc) else "failed", error=one_line(exc))
 
