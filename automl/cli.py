@@ -241,8 +241,12 @@ def _search(args: argparse.Namespace, argv: Sequence[str]) -> int:
     print(format_table(leaderboard_rows(RunDir(summary.run_dir, storage_url=args.storage))))
     where = args.out if is_remote(args.out) else summary.run_dir
     print(f"run directory: {where}")
-    if summary.stop_reason == "failures":
-        stopped = f"the search stopped after {args.max_failures_in_a_row} failed trials in a row"
+    if summary.stop_reason in ("failures", "dropped"):
+        stopped = (
+            f"the search stopped after {args.max_failures_in_a_row} failed trials in a row"
+            if summary.stop_reason == "failures"
+            else "the search stopped: every family failed and was dropped"
+        )
         completed = summary.finished - summary.failed
         if completed == 0:
             raise SearchStopped(f"{stopped}; their errors are in the leaderboard above")

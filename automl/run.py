@@ -28,6 +28,7 @@ from automl.errors import UserInputError
 from automl.io import MANIFEST, check_can_write, read_json, verify
 
 RUN_FILE = "run.json"
+SKIPPED_ATTR = "skipped"  # a trial attribute: a dropped family's proposal that never ran
 REFIT_INFO = "refit.json"  # written last into a refit folder: its presence means complete
 STUDY_FILE = "study.db"  # the run's own study, found beside run.json wherever the run now is
 STUDY_NAME = "automl"  # the study's name in the run's own study.db
@@ -246,6 +247,8 @@ def load_trials(run: RunDir) -> list[TrialRecord]:
     for trial in trials:
         attrs = trial.user_attrs
         state = trial.state.name
+        if attrs.get(SKIPPED_ATTR):  # a dropped family's proposal, never run (`search.driver`)
+            continue
         if attrs.get("interrupted"):
             status = "interrupted"
         elif state == "COMPLETE":

@@ -20,7 +20,16 @@ from automl.errors import UserInputError
 from automl.io import MANIFEST, read_json, sha256_file, write_text_atomic
 from automl.run import RunDir, RunLock, load_trials, mask_url
 from automl.search.loop import run_search
-from tests.conftest import FAST_LINEAR, FAST_TREES, ROOT, BloodSearch, Cli, shared, write_space
+from tests.conftest import (
+    FAST_LINEAR,
+    FAST_MLP,
+    FAST_TREES,
+    ROOT,
+    BloodSearch,
+    Cli,
+    shared,
+    write_space,
+)
 
 QUIET = {"progress": lambda line: None}
 
@@ -53,6 +62,95 @@ def test_trial_past_its_timeout_fails_and_the_search_goes_on(tmp_path: Path) -> 
 
 @pytest.mark.keras
 @pytest.mark.slow
+def test_a_family_that_keeps_failing_is_dropped_and_the_search_goes_on(tmp_path: Path) -> None:
+    """LightGBM cannot fit with one leaf: after its third failure it is dropped, its later
+    proposals are recorded as skipped (never run) and replaced, and the trials asked for all
+    finish with the other family."""
+    import optuna
+
+    from automl.run import STUDY_NAME
+
+    lines: list[str] = []
+    summary = run_search(
+        data="builtin:breast_cancer",
+        target="target",
+        out=tmp_path / "run",
+        trials=12,
+        spaces=[
+            write_space(tmp_path, "lin.yaml", FAST_LINEAR),
+            write_space(tmp_path, "bad.yaml", ALWAYS_FAILS),
+        ],
+        threads=1,
+        cv=0,
+        seed=3,
+        progress=lines.append,
+    )
+    storage = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    trials = optuna.load_study(study_name=STUDY_NAME, storage=storage).trials
+    ran = [t for t in trials if "skipped" not in t.user_attrs]
+    failed = [t for t in ran if t.state.name == "FAIL"]
+    assert [t.params["family"] for t in failed] == ["lightgbm"] * 3
+    assert all(t.state.name == "COMPLETE" and t.params["family"] == "linear"
+               for t in ran if t not in failed)  # fmt: skip
+    assert len(ran) == 12 and summary.finished == 12 and summary.failed == 3
+    # Every lightgbm proposal after the third failure was skipped, never run.
+    third = failed[-1].number
+    later = [t for t in trials if t.number > third and t.params["family"] == "lightgbm"]
+    assert later and all(t.user_attrs.get("skipped") and t.state.name == "PRUNED" for t in later)
+    why = "its last 3 trials failed (the last: LightGBMError: Check failed: (num_leaves) > (1)"
+    assert summary.dropped["lightgbm"].startswith(why), summary.dropped
+    assert any(line.startswith("dropping family lightgbm: " + why) for line in lines)
+    assert [r.status for r in load_trials(RunDir(tmp_path / "run"))].count("pruned") == 0
+
+
+FAST_WIDE_DEEP = """family: wide_deep
+params:
+  units: {type: fixed, value: 16}
+  epochs: {type: fixed, value: 3}
+"""
+
+
+@pytest.mark.keras
+def test_a_class_of_two_rows_still_ends_with_a_model(tmp_path: Path, cli: Cli) -> None:
+    """car with two rows of the class "good", both in training: every tabular family (the
+    bundled spaces, the networks with 3 epochs to keep the test short) completes on it (or is
+    dropped, saying why), and search, ensemble and predict end with a model."""
+    car = pd.read_csv(shared("car.csv.gz"))
+    parts = [
+        car[car["class"] == c].sample(n, random_state=0)
+        for c, n in [("unacc", 90), ("acc", 30), ("vgood", 30)]
+    ]
+    train = pd.concat([*parts, car[car["class"] == "good"].head(2)]).sample(frac=1, random_state=0)
+    test = car[car["class"] != "good"].drop(train.index, errors="ignore").sample(60, random_state=1)
+    train.to_csv(tmp_path / "train.csv", index=False)
+    test.to_csv(tmp_path / "test.csv", index=False)
+    out = tmp_path / "run"
+    families = ["linear", "lightgbm", "extra_trees", "random_forest", "hist_gb", "catboost",
+                "mlp", "wide_deep"]  # fmt: skip
+    spaces = [ROOT / "search_spaces" / f"{family}.yaml" for family in families[:6]]
+    spaces.append(write_space(tmp_path, "mlp.yaml", FAST_MLP))
+    spaces.append(write_space(tmp_path, "wide_deep.yaml", FAST_WIDE_DEEP))
+    searched = cli("search", "--data", tmp_path / "train.csv", "--test-data",
+                   tmp_path / "test.csv", "--target", "class", "--out", out,
+                   "--trials", len(families), "--threads", "2",
+                   *[arg for space in spaces for arg in ("--space", space)])  # fmt: skip
+    assert searched.code == 0, searched.err
+    assert "the rarest class has 2 rows" in searched.out
+    records = load_trials(RunDir(out))
+    dropped = {
+        line.split()[2].rstrip(":") for line in searched.out.splitlines()
+        if line.startswith("dropped family ")
+    }  # fmt: skip
+    done = {r.family for r in records if r.status == "complete"}
+    assert done | dropped == set(families), [(r.family, r.status, r.error) for r in records]
+    assert cli("ensemble", out).code == 0
+    predicted = cli("predict", out, "--data", tmp_path / "test.csv", "--out", tmp_path / "p.csv")
+    assert predicted.code == 0, predicted.err
+    frame = pd.read_csv(tmp_path / "p.csv")
+    assert set(frame.prediction) <= {"unacc", "acc", "vgood", "good"}
+    assert (frame.prediction == test["class"].to_numpy()).mean() > 0.75
+
+
 def test_out_of_memory_fails_the_trial(tmp_path: Path) -> None:
     huge = write_space(
         tmp_path,

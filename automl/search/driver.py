@@ -14,7 +14,7 @@ from typing import Any
 
 from automl.errors import stopped_by
 from automl.models import FAMILIES
-from automl.run import RunDir
+from automl.run import SKIPPED_ATTR, RunDir
 from automl.search.attrs import set_user_attrs
 from automl.search.budget import Measured, Rows, after_search_seconds
 from automl.search.evaluate import TrialContext, TrialResult
@@ -26,6 +26,20 @@ from automl.search.proposers import BACKENDS
 from automl.space import EPOCHS_ATTR, EPOCHS_KEY, SearchSpace
 
 SPENT_ATTR = "spent_seconds"
+# A family whose last `DROP_AFTER_FAILURES` trials failed on this data is dropped, as AutoGluon
+# drops a model type that fails: the search goes on with the rest. The sampler still proposes
+# it now and then; such a proposal is recorded as pruned with `SKIPPED_ATTR` (TPE counts a
+# pruned trial without a score among its worst, so it learns to stop proposing it) and another
+# family is drawn in its place. Trials cut short by the time budget are not the family's fault.
+DROP_AFTER_FAILURES = 3
+DROPPED_ATTR = "dropped_families"  # study attribute: family -> why it was dropped
+SKIPS_PER_ASK = 100  # proposals of dropped families in a row before giving up
+BUDGET_FAILURE = "the time budget ran out"
+
+
+def skipped(trial: Any) -> bool:
+    """A proposal of a dropped family that never ran (see `DROP_AFTER_FAILURES`)."""
+    return bool(trial.user_attrs.get(SKIPPED_ATTR))
 
 
 def counts(study: Any) -> tuple[int, int]:
@@ -34,7 +48,7 @@ def counts(study: Any) -> tuple[int, int]:
 
     finished = failed = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
-        if trial.user_attrs.get("interrupted"):
+        if trial.user_attrs.get("interrupted") or skipped(trial):
             continue
         finished += 1
         failed += trial.state == TrialState.FAIL
@@ -122,6 +136,12 @@ class StudyDriver:
         study.set_user_attr("executor", executor)
         study.set_user_attr("workers", workers)
         self.max_failures_in_a_row = settings.max_failures_in_a_row
+        self.dropped: dict[str, str] = dict(study.user_attrs.get(DROPPED_ATTR) or {})
+        self.family_failures: dict[str, int] = {}  # each family's failures in a row
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+            if not (t.user_attrs.get("interrupted") or skipped(t)):
+                self._count_family(str(t.params.get("family")), t.state == TrialState.FAIL,
+                                   str(t.user_attrs.get("error", "")))  # fmt: skip
         self.failed_in_a_row = 0
         self.last_error = ""
         self.running: dict[int, tuple[str, float]] = {}
@@ -191,7 +211,8 @@ class StudyDriver:
         from optuna.trial import TrialState
 
         self.finished, self.failed = counts(self.study)
-        self.pruned = len(self.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+        pruned = self.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+        self.pruned = sum(not skipped(t) for t in pruned)
         complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if complete:
             best = self.study.best_trial
@@ -223,6 +244,8 @@ class StudyDriver:
         limit = self.max_failures_in_a_row
         if limit and self.failed_in_a_row >= limit:
             return "failures"
+        if len(self.dropped) >= len(self.space.family_names):
+            return "dropped"
         if self.trials is not None and self.finished + self.pruned + in_flight >= self.trials:
             return "trials"
         if self.time_budget is not None:
@@ -263,15 +286,14 @@ class StudyDriver:
         return True
 
     def ask(self) -> tuple[Any, dict[str, Any]]:
-        from optuna.trial import TrialState
-
+        for _ in range(SKIPS_PER_ASK):
+            trial, flat = self._propose()
+            if flat["family"] not in self.dropped:
+                break
+            self._skip(trial, flat)
+        else:
+            raise RuntimeError(f"the sampler proposed only dropped families {SKIPS_PER_ASK} times")
         study = self.study
-        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        promoted = not waiting and self.promote and self._enqueue_promotion()
-        if not waiting and not promoted and self.proposer is not None:
-            self.proposer.enqueue(study)
-        trial = study.ask()
-        flat = self.space.suggest(trial)
         if EPOCHS_ATTR in trial.user_attrs:  # a proposer's epoch budget (Hyperband's rungs)
             flat[EPOCHS_KEY] = trial.user_attrs[EPOCHS_ATTR]
         if PROMOTED_FROM_ATTR in trial.user_attrs:  # continues from the lower rung's weights
@@ -286,6 +308,46 @@ class StudyDriver:
         )
         self.running[trial.number] = (f"#{trial.number} {flat['family']}", time.time())
         return trial, flat
+
+    def _propose(self) -> tuple[Any, dict[str, Any]]:
+        from optuna.trial import TrialState
+
+        study = self.study
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        promoted = not waiting and self.promote and self._enqueue_promotion()
+        if not waiting and not promoted and self.proposer is not None:
+            self.proposer.enqueue(study)
+        trial = study.ask()
+        return trial, self.space.suggest(trial)
+
+    def _skip(self, trial: Any, flat: dict[str, Any]) -> None:
+        """A proposal of a dropped family: recorded as pruned without a score (`SKIPPED_ATTR`),
+        never run; another family, drawn at random, is queued in its place."""
+        import random
+
+        from optuna.trial import TrialState
+
+        family = flat["family"]
+        set_user_attrs(self.study, trial._trial_id, {SKIPPED_ATTR: self.dropped[family]})
+        self.study.tell(trial, state=TrialState.PRUNED)
+        self._tell_proposer(trial, None)
+        allowed = [f for f in self.space.family_names if f not in self.dropped]
+        if allowed:
+            pick = random.Random(self.ctx.seed * 100_003 + trial.number).choice(allowed)
+            self.study.enqueue_trial({"family": pick})
+
+    def _count_family(self, family: str, failed: bool, error: str) -> None:
+        """Keep each family's failures in a row; drop a family at `DROP_AFTER_FAILURES`."""
+        if not failed:
+            self.family_failures[family] = 0
+            return
+        if BUDGET_FAILURE in error:
+            return
+        self.family_failures[family] = self.family_failures.get(family, 0) + 1
+        if self.family_failures[family] >= DROP_AFTER_FAILURES and family not in self.dropped:
+            self.dropped[family] = (
+                f"its last {DROP_AFTER_FAILURES} trials failed (the last: {error})"
+            )
 
     @staticmethod
     def label(trial: Any, flat: dict[str, Any]) -> str:
@@ -341,6 +403,7 @@ class StudyDriver:
             self.best = f"{result.val_score:.4f} (#{trial.number} {flat['family']})"
         self.finished += 1
         self.failed_in_a_row = 0
+        self._count_family(flat["family"], False, "")
         self._done(trial)
         self.say(
             f"{self.label(trial, flat)} val {self.metric.name} {result.val_score:.4f} "
@@ -359,6 +422,13 @@ class StudyDriver:
         self.last_error = message
         self._done(trial)
         self.say(f"{self.label(trial, flat)} FAILED: {message}")
+        family = flat["family"]
+        was_dropped = family in self.dropped
+        self._count_family(family, True, message)
+        if family in self.dropped and not was_dropped:
+            self.study.set_user_attr(DROPPED_ATTR, self.dropped)
+            self.say(f"dropping family {family}: {self.dropped[family]}; the search goes on "
+                     "with the others")  # fmt: skip
 
     def pruned_at(
         self,
@@ -424,6 +494,10 @@ class StudyDriver:
                 f"stopped: {self.failed_in_a_row} trials failed in a row "
                 f"(the last: {self.last_error})"
             )
+        elif reason == "dropped":
+            self.say("stopped: every family was dropped")
+        for family, why in self.dropped.items():
+            self.say(f"dropped family {family}: {why}")
         self.study.set_user_attr(SPENT_ATTR, self.spent())
         finished, failed = counts(self.study)
         completed = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

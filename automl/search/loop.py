@@ -18,7 +18,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,7 +59,8 @@ class SearchSummary:
     best_value: float | None
     best_trial: int | None
     wall_seconds: float
-    stop_reason: str | None = None  # trials | budget | failures
+    stop_reason: str | None = None  # trials | budget | failures | dropped (every family)
+    dropped: dict[str, str] = field(default_factory=dict)  # family -> why it was dropped
 
 
 def make_sampler(sampler: str, backend: str, seed: int) -> Any:
@@ -452,4 +453,5 @@ def summarize(
         best_trial=best.number if best else None,
         wall_seconds=time.time() - started,
         stop_reason=reason,
+        dropped=dict(driver.dropped),
     )
