@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 
 from automl.errors import SearchStopped, UserInputError
@@ -236,6 +237,8 @@ def _search(args: argparse.Namespace, argv: Sequence[str]) -> int:
         else None,
         other_targets=others or None,
         max_failures_in_a_row=args.max_failures_in_a_row or None,
+        job_started=args.job_started,
+        later_processes=2,  # `automl ensemble` and `automl predict`
     )
     summary = run_search(config, argv=["automl", *argv])
     print(format_table(leaderboard_rows(RunDir(summary.run_dir, storage_url=args.storage))))
@@ -293,8 +296,14 @@ def _ensemble(args: argparse.Namespace) -> int:
         )
     if not args.no_refit:
         from automl.refit import refit_best
+        from automl.run import ensemble_allowance
 
-        refit_best(run.path, data=args.data, say=print)
+        # A timed job's refit fits in what the search left this step, counted from this
+        # process's start; members whose refit would pass it keep their search-time models.
+        allowance = ensemble_allowance(run)
+        started = args.job_started if args.job_started is not None else time.time()
+        deadline = started + allowance if allowance is not None else None
+        refit_best(run.path, data=args.data, deadline=deadline, say=print)
     print(format_table(write_leaderboard(run)))
     run.publish()  # to the run's object storage, if it lives there
     return 0
@@ -378,9 +387,19 @@ def flag_names(exc: UserInputError) -> str:
     return message
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def process_started() -> float:
+    """When this process started (seconds since the epoch): a job's clock starts there."""
+    import psutil
+
+    return float(psutil.Process().create_time())
+
+
+def main(argv: Sequence[str] | None = None, job_started: float | None = None) -> int:
+    """The `automl` command. `job_started`: when the job's clock started (the entry point
+    gives its process's start; in-process callers leave it to the search's start)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    args.job_started = job_started
     handlers = {
         "search": lambda: _search(args, argv),
         "ensemble": lambda: _ensemble(args),
@@ -401,4 +420,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry_point() -> None:
-    sys.exit(main())
+    sys.exit(main(job_started=process_started()))

@@ -29,6 +29,8 @@ from automl.io import MANIFEST, check_can_write, read_json, verify
 
 RUN_FILE = "run.json"
 SKIPPED_ATTR = "skipped"  # a trial attribute: a dropped family's proposal that never ran
+# A study attribute: the seconds a timed job left its ensemble step (recipes and refit).
+ENSEMBLE_ALLOWANCE_ATTR = "ensemble_allowance_seconds"
 REFIT_INFO = "refit.json"  # written last into a refit folder: its presence means complete
 STUDY_FILE = "study.db"  # the run's own study, found beside run.json wherever the run now is
 STUDY_NAME = "automl"  # the study's name in the run's own study.db
@@ -234,6 +236,17 @@ def opened_study(run: RunDir) -> Iterator[Any]:
         yield study
     finally:
         close_study(study)
+
+
+def ensemble_allowance(run: RunDir) -> float | None:
+    """The seconds a search with a time budget left the ensemble step (building the recipes
+    and the refit), or None: no budget, or no study."""
+    try:
+        with opened_study(run) as study:
+            value = study.user_attrs.get(ENSEMBLE_ALLOWANCE_ATTR)
+    except KeyError:
+        return None
+    return float(value) if value is not None else None
 
 
 def load_trials(run: RunDir) -> list[TrialRecord]:

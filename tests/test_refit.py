@@ -238,6 +238,33 @@ def test_the_refit_reserve_is_capped_so_slow_networks_leave_the_search_time() ->
     assert after_search_seconds([], Rows(1000, 1000, 1500, 0), 4, False) == pytest.approx(0.08)
 
 
+def test_a_job_of_three_processes_keeps_their_starts_and_leaves_the_ensemble_step_its_share() -> (
+    None
+):
+    """The CLI's job starts `automl ensemble` and `automl predict` after the search: each
+    pays Python's start and the imports (TensorFlow's too, with a network member), which the
+    reserve keeps, at most a quarter of a small budget; what the ensemble step may take is the
+    reserve less predicting's part."""
+    from automl.search.budget import (
+        PROCESS_START_SECONDS,
+        TF_IMPORT_SECONDS,
+        Measured,
+        Rows,
+        after_search,
+    )
+
+    rows = Rows(1000, 800, 1250, 5)
+    trees = [Measured(0.3, 4.0, 0.5, False, 2.0), Measured(0.4, 4.0, 0.5, False, 2.0)]
+    one = after_search(trees, rows, 120, False, later_processes=0)
+    three = after_search(trees, rows, 120, False, later_processes=2)
+    assert three.total - one.total == pytest.approx(2 * PROCESS_START_SECONDS)
+    assert after_search(trees, rows, 4, False, later_processes=2).processes == pytest.approx(1.0)
+    net = after_search([Measured(0.3, 4.0, 0.5, True, 2.0)], rows, 120, False, later_processes=2)
+    assert net.networks == pytest.approx(2 * TF_IMPORT_SECONDS)  # refit and predict import it
+    # Predicting: two members' predictions (0.5 s over 5 folds each), its process, TensorFlow.
+    assert three.total - three.before_refit_ends == pytest.approx(2 * 0.1 + PROCESS_START_SECONDS)
+
+
 def test_a_network_refit_is_measured_on_every_row_and_its_inherited_epochs() -> None:
     """A network that trained on a quarter of the rows for 6 kept epochs, continuing from a
     rung's 4: its refit trains on every row for 10 epochs, 4 x 10 / 6 its measured fit."""

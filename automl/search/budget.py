@@ -24,7 +24,7 @@ POOL = 20  # the ensembles' default pool (`automl ensemble --top-k`)
 # their search-time models.
 REFIT_MEMBERS = STACKING_POOL
 # Measured on this project's 2-core machine: `import tensorflow` takes ~7 s, paid once more
-# by a process that refits or predicts with a network member.
+# by each later process that refits or predicts with a network member.
 TF_IMPORT_SECONDS = 8.0
 # Building the four recipes on out-of-fold predictions: 5.2 s on 39,073 rows x 6 trials
 # (adult, benchmarks/tabular_120s.md); with Nelder-Mead's evaluations of the metric in each of
@@ -33,6 +33,12 @@ TF_IMPORT_SECONDS = 8.0
 # suite's second worker), which a reserve must cover.
 ENSEMBLE_SECONDS = 4.0
 ENSEMBLE_SECONDS_PER_ROW_MEMBER = 2.2e-5
+# Starting one more Python process of the job and importing what it needs (pandas,
+# scikit-learn, LightGBM, CatBoost, the project): measured 3.5 s on this project's 2-core
+# machine (`import automl.cli, automl.ensemble.build, automl.refit, automl.predict, lightgbm,
+# sklearn.ensemble`).
+PROCESS_START_SECONDS = 3.5
+PROCESS_SHARE = 0.25  # at most this share of the budget (a 4 s job cannot keep 7 s for them)
 # Writing files, loading the chosen models, the unexpected: a share of the budget.
 MARGIN_SHARE = 0.02
 # The most of the budget kept for refits. Five network refits on every image can cost more
@@ -67,10 +73,41 @@ def pool(done: list[Measured], greater_is_better: bool, size: int = POOL) -> lis
     return sorted(done, key=lambda m: m.value, reverse=greater_is_better)[:size]
 
 
-def after_search_seconds(
-    done: list[Measured], rows: Rows, budget: float, greater_is_better: bool
-) -> float:
-    """Seconds to keep for ensembles, the refit of the likely members, and predicting."""
+@dataclass(frozen=True)
+class Reserve:
+    """The seconds a search leaves for the rest of the job, part by part."""
+
+    refit: float  # the likely members' refits on every row (capped at `REFIT_SHARE`)
+    predict: float  # their predictions
+    networks: float  # importing TensorFlow, once per process that needs it
+    ensembles: float  # building the recipes
+    processes: float  # starting the job's later processes and their imports
+    margin: float  # writing files, loading models, the unexpected
+
+    @property
+    def total(self) -> float:
+        return (
+            self.refit + self.predict + self.networks + self.ensembles + self.processes
+            + self.margin
+        )  # fmt: skip
+
+    @property
+    def before_refit_ends(self) -> float:
+        """What the ensemble step (building the recipes, then the refit) may take: the
+        reserve less what predicting, in a process of its own, will need."""
+        return self.total - self.predict - self.networks / 2 - self.processes / 2
+
+
+def after_search(
+    done: list[Measured],
+    rows: Rows,
+    budget: float,
+    greater_is_better: bool,
+    later_processes: int = 0,
+) -> Reserve:
+    """The reserve for ensembles, the refit of the likely members, and predicting, where the
+    job runs `later_processes` more processes after the search (the CLI: `automl ensemble`
+    and `automl predict`, each starting Python and importing the libraries again)."""
     members = pool(done, greater_is_better)
     likely = members[:REFIT_MEMBERS]
     per_model = max(rows.folds, 1)
@@ -78,7 +115,8 @@ def after_search_seconds(
                for m in likely]  # fmt: skip
     refit = min(sum(one_fit) * rows.refit / max(rows.fit, 1), REFIT_SHARE * budget)
     predict = sum(m.predict_seconds / per_model for m in likely)
-    networks = TF_IMPORT_SECONDS if any(m.uses_keras for m in likely) else 0.0
+    uses_keras = any(m.uses_keras for m in likely)
+    networks = TF_IMPORT_SECONDS * max(1, later_processes) if uses_keras else 0.0
     # One member needs no weights: its ensembles cost next to nothing, and reserving for them
     # would leave a budget as small as the reserve no room for the first trial.
     ensembles = (
@@ -86,4 +124,18 @@ def after_search_seconds(
         if len(members) > 1
         else 0.0
     )
-    return refit + predict + networks + ensembles + MARGIN_SHARE * budget
+    processes = (
+        min(PROCESS_START_SECONDS * later_processes, PROCESS_SHARE * budget) if done else 0.0
+    )
+    return Reserve(refit, predict, networks, ensembles, processes, MARGIN_SHARE * budget)
+
+
+def after_search_seconds(
+    done: list[Measured],
+    rows: Rows,
+    budget: float,
+    greater_is_better: bool,
+    later_processes: int = 0,
+) -> float:
+    """Seconds to keep for ensembles, the refit of the likely members, and predicting."""
+    return after_search(done, rows, budget, greater_is_better, later_processes).total

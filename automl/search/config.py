@@ -72,6 +72,12 @@ class SearchConfig:
     text_columns: list[str] | None = None
     other_targets: list[str] | None = None
     max_failures_in_a_row: int | None = DEFAULT_MAX_FAILURES_IN_A_ROW
+    # When the job's clock started (seconds since the epoch; None: when the search starts).
+    # The CLI gives its process's start, so the budget covers Python's start and the imports.
+    job_started: float | None = None
+    # Processes the job starts after the search (the CLI: `automl ensemble` and `automl
+    # predict`), each paying its start and imports, which the time budget's reserve keeps.
+    later_processes: int = 0
 
     def __post_init__(self) -> None:
         if self.sampler is None and self.backend in BACKENDS:
@@ -123,6 +129,11 @@ class SearchConfig:
             raise _bad(
                 f"test_size must be from 0 (no test part) to below 1; got {self.test_size}",
                 "test_size",
+            )
+        if self.later_processes < 0:
+            raise _bad(
+                f"later_processes must be 0 or more; got {self.later_processes}",
+                "later_processes",
             )
         if self.max_failures_in_a_row is not None and self.max_failures_in_a_row < 1:
             raise _bad(

@@ -14,9 +14,9 @@ from typing import Any
 
 from automl.errors import stopped_by
 from automl.models import FAMILIES
-from automl.run import SKIPPED_ATTR, RunDir
+from automl.run import ENSEMBLE_ALLOWANCE_ATTR, SKIPPED_ATTR, RunDir
 from automl.search.attrs import set_user_attrs
-from automl.search.budget import Measured, Rows, after_search_seconds
+from automl.search.budget import Measured, Reserve, Rows, after_search
 from automl.search.evaluate import TrialContext, TrialResult
 from automl.search.fold_halving import FOLD_BAR_KEY, FOLD_SCORES_ATTR, fold_bars
 from automl.search.outcome import TrialOutcome
@@ -94,6 +94,7 @@ class SearchSettings:
     max_failures_in_a_row: int | None = None  # stop after this many failed trials in a row
     promote: bool = True  # successive halving of networks over rows (`search.promotion`)
     halve_folds: bool = True  # costly cross-fitted trials earn their folds (`fold_halving`)
+    later_processes: int = 0  # the job's processes after the search (`budget.after_search`)
 
 
 class StudyDriver:
@@ -136,6 +137,7 @@ class StudyDriver:
         study.set_user_attr("executor", executor)
         study.set_user_attr("workers", workers)
         self.max_failures_in_a_row = settings.max_failures_in_a_row
+        self.later_processes = settings.later_processes
         self.dropped: dict[str, str] = dict(study.user_attrs.get(DROPPED_ATTR) or {})
         self.family_failures: dict[str, int] = {}  # each family's failures in a row
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
@@ -249,9 +251,7 @@ class StudyDriver:
         if self.trials is not None and self.finished + self.pruned + in_flight >= self.trials:
             return "trials"
         if self.time_budget is not None:
-            self.reserve = after_search_seconds(
-                self.measured, self.rows, self.time_budget, self.metric.greater_is_better
-            )
+            self.reserve = self._reserve().total
             # A trial started now must end before the reserve begins.
             self.ctx.deadline = (
                 self.session_start + self.time_budget - self.spent_before - self.reserve
@@ -260,6 +260,11 @@ class StudyDriver:
             if left <= 0 or left < self.expected_seconds():
                 return "budget"
         return None
+
+    def _reserve(self) -> Reserve:
+        assert self.time_budget is not None
+        return after_search(self.measured, self.rows, self.time_budget,
+                            self.metric.greater_is_better, self.later_processes)  # fmt: skip
 
     def expected_seconds(self) -> float:
         """What the next trial will likely take: the median of the finished trials (0 before
@@ -499,6 +504,11 @@ class StudyDriver:
         for family, why in self.dropped.items():
             self.say(f"dropped family {family}: {why}")
         self.study.set_user_attr(SPENT_ATTR, self.spent())
+        if self.time_budget is not None:  # what `automl ensemble` may take, in its process
+            reserve = self._reserve()
+            after_ensemble = reserve.total - reserve.before_refit_ends
+            allowance = max(0.0, self.time_budget - self.spent() - after_ensemble)
+            self.study.set_user_attr(ENSEMBLE_ALLOWANCE_ATTR, allowance)
         finished, failed = counts(self.study)
         completed = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         best = self.study.best_trial if completed else None

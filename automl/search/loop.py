@@ -187,8 +187,8 @@ def run_search(
     line); `argv` is recorded in run.json. Raises `UserInputError` for bad input, before
     anything is written, and `SearchStopped` when the study's database or the disk fails
     (finished trials stay recorded)."""
-    started = time.time()
     c = config if config is not None else SearchConfig(**options)
+    started = c.job_started if c.job_started is not None else time.time()
     live = Progress() if progress is None else None
     say = progress or live.say  # type: ignore[union-attr]
     data, target, out, spaces, seed = c.data, c.target, c.out, c.spaces, c.seed
@@ -324,6 +324,7 @@ def run_search(
                 run=run, space=space, ctx=ctx, study=study, sampler=sampler, backend=backend,
                 trials=c.trials, time_budget=c.time_budget, say=say, started=started, live=live,
                 pruner=c.pruner, max_failures_in_a_row=c.max_failures_in_a_row,
+                later_processes=c.later_processes,
             )  # fmt: skip
             if c.executor == "ray":
                 from automl.search.ray_executor import run_on_ray
