@@ -76,6 +76,7 @@ class _AutoMLEstimator(BaseEstimator):
         trials: int | None = None,
         space: str | Sequence[str] | None = None,
         cv: int | str = "auto",
+        cv_repeats: int | str = "auto",
         metric: str | None = None,
         ensemble: str | Sequence[str] | None = DEFAULT_RECIPES,
         refit: bool = True,
@@ -95,6 +96,7 @@ class _AutoMLEstimator(BaseEstimator):
         self.trials = trials
         self.space = space
         self.cv = cv
+        self.cv_repeats = cv_repeats
         self.metric = metric
         self.ensemble = ensemble
         self.refit = refit
@@ -161,6 +163,7 @@ class _AutoMLEstimator(BaseEstimator):
                 task=self._task_of(target),
                 metric=self.metric,
                 cv=self.cv,
+                cv_repeats=self.cv_repeats,
                 backend=self.backend,
                 sampler=self.sampler,
                 executor=self.executor,
@@ -293,7 +296,8 @@ class AutoMLClassifier(ClassifierMixin, _AutoMLEstimator):
     (whichever ends first), `space`
     (a bundled name such as "tabular" or "lightgbm", a YAML path, or a list; default: chosen
     by the data), `cv` folds of cross-fitting ("auto": 5 for tabular data up to 100,000 rows,
-    else one holdout split), `metric` (default roc_auc / log_loss),
+    else one holdout split) drawn `cv_repeats` times ("auto": twice up to 2,000 rows), `metric`
+    (default roc_auc / log_loss),
     `ensemble` recipes fitted after the search ("default": the four `automl ensemble` builds;
     a recipe's name or path, or a list; None for none), `refit` (the chosen model's members
     refit on every row, the default; False keeps the search-time models), `backend`

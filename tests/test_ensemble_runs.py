@@ -152,11 +152,12 @@ def test_keras_export_of_a_regression_ensemble_undoes_each_members_target_scalin
     assert 'data-plot="residuals"' in Path(write_report(run)).read_text()
 
 
-def test_each_training_row_gets_exactly_one_out_of_fold_prediction(
+def test_each_training_row_is_held_out_once_per_repeat_and_gets_their_mean(
     blood_search: BloodSearch,
 ) -> None:
-    """cv="auto" (the default) cross-fits blood's 598 training rows in 5 folds; each row is
-    held out by exactly one fold, and its out-of-fold prediction is that fold model's."""
+    """cv="auto" (the default) cross-fits blood's 598 training rows in 5 folds, drawn twice
+    (few rows: 2 repeats, each its own shuffle); each row is held out by exactly one fold of
+    each repeat, and its out-of-fold prediction is the mean of those two fold models'."""
     import joblib
 
     from automl.preprocess import transform
@@ -164,21 +165,28 @@ def test_each_training_row_gets_exactly_one_out_of_fold_prediction(
     run = RunDir(blood_search(FAST_LINEAR, trials=1).run_dir)
     info = run.info()
     assert info["cv"] == 5 and info["cv_choice"].startswith("auto: 598 training rows")
+    assert info["cv_repeats"] == 2
     data = load_dataset(str(shared("blood_transfusion.csv.gz")), "Class", seed=0)
     from automl.search.evaluate import TrialContext
 
-    ctx = TrialContext(dataset=data, space=None, metric=None, run=run, cv=5)  # type: ignore[arg-type]
-    held = np.concatenate([rows for _, rows in ctx.folds()])
-    assert sorted(held.tolist()) == list(range(598))  # every row once, none twice
+    ctx = TrialContext(dataset=data, space=None, metric=None, run=run, cv=5, repeats=2)  # type: ignore[arg-type]
+    folds = ctx.folds()
+    assert len(folds) == 10
+    for repeat in (folds[:5], folds[5:]):
+        held = np.concatenate([rows for _, rows in repeat])
+        assert sorted(held.tolist()) == list(range(598))  # every row once, none twice
+    assert not np.array_equal(folds[0][1], folds[5][1])  # another shuffle
     oof = load_predictions(run, 0, "val")
     assert oof.shape == (598, 2)
     x_train = transform(
         joblib.load(run.trial_dir(0) / "encoder.joblib"),
         pd.concat([data.x_fit, data.x_val], ignore_index=True),
     )
-    for k, (_, rows) in enumerate(ctx.folds()):
+    expected = np.zeros_like(oof)
+    for k, (_, rows) in enumerate(folds):
         model = joblib.load(run.trial_dir(0) / f"fold{k}" / "model.joblib")
-        np.testing.assert_allclose(model.predict(x_train[rows]), oof[rows], atol=1e-12)
+        expected[rows] += model.predict(x_train[rows]) / 2
+    np.testing.assert_allclose(expected, oof, atol=1e-12)
 
 
 def test_shuffled_test_labels_change_nothing_but_test_scores(tmp_path: Path) -> None:

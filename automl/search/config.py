@@ -62,6 +62,9 @@ class SearchConfig:
     threads: int | None = None  # per trial; None: every core
     trial_timeout: float | None = None
     cv: int | str = "auto"
+    # Cross-fitting repeated with other shuffles, the out-of-fold predictions averaged (as
+    # AutoGluon's repeated bagging); "auto": `loop.choose_repeats`.
+    cv_repeats: int | str = "auto"
     executor: str = "local"
     workers: int | str = 1  # trials at a time on Ray; "auto": as many as the cluster has CPUs for
     cpus_per_trial: int = 1
@@ -100,6 +103,14 @@ class SearchConfig:
                 "cv must be auto, 0 (one holdout split) or a number of folds from 2 to 20; "
                 f"got {cv!r}",
                 "cv",
+            )
+        repeats = self.cv_repeats
+        if isinstance(repeats, bool) or not (
+            repeats == "auto" or (isinstance(repeats, int) and 1 <= repeats <= 10)
+        ):
+            raise _bad(
+                f"cv_repeats must be auto or a whole number from 1 to 10; got {repeats!r}",
+                "cv_repeats",
             )
         if self.other_targets and cv not in ("auto", 0):
             raise _bad(

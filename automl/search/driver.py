@@ -178,7 +178,9 @@ class StudyDriver:
             f"{workers} worker{'s' if workers != 1 else ''}, families "
             f"{', '.join(space.family_names)}, "
             + (
-                f"{len(ctx.y_val)} train rows cross-fitted in {ctx.cv} folds / "
+                f"{len(ctx.y_val)} train rows cross-fitted in {ctx.cv} folds"
+                + (f" x {ctx.repeats} repeats" if ctx.repeats > 1 else "")
+                + " / "
                 if ctx.cv
                 else f"{len(data.y_fit)} fit / {len(data.y_val)} val / "
             )
@@ -203,7 +205,7 @@ class StudyDriver:
         fit = train * (ctx.cv - 1) // ctx.cv if ctx.cv else len(data.y_fit)
         test_from_data = self.run.exists() and self.run.info().get("test_data") is None
         refit = len(data.y_fit) + len(data.y_val) + (len(data.y_test) if test_from_data else 0)
-        return Rows(train=train, fit=fit, refit=refit, folds=ctx.cv)
+        return Rows(train=train, fit=fit, refit=refit, folds=ctx.n_models)
 
     def spent(self) -> float:
         return self.spent_before + time.time() - self.session_start

@@ -62,6 +62,7 @@ class TrialContext:
     threads: int = 1
     deadline: float | None = None
     cv: int = 0
+    repeats: int = 1  # cross-fitting drawn this many times, each with another shuffle
     # Called by networks after each epoch with their validation predictions (Ray's ASHA).
     on_epoch: Callable[[int, np.ndarray], None] | None = None
     _encoded: dict[str, tuple[Any, np.ndarray, np.ndarray, np.ndarray]] = field(
@@ -95,9 +96,20 @@ class TrialContext:
                 )
         return self._encoded[encoding]
 
+    @property
+    def n_models(self) -> int:
+        """Models one cross-fitted trial fits: every fold of every repeat."""
+        return self.cv * self.repeats
+
     def folds(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(train rows, held-out rows) per fold, stratified for classification where possible."""
-        return fold_rows(self.y_val, self.cv, self.dataset.task != "regression", self.seed)
+        """(train rows, held-out rows) per fold, stratified for classification where possible;
+        under repeats, each repeat's folds in turn, shuffled by its own seed."""
+        classes = self.dataset.task != "regression"
+        return [
+            fold
+            for r in range(self.repeats)
+            for fold in fold_rows(self.y_val, self.cv, classes, self.seed + 1_000 * r)
+        ]
 
 
 @dataclass
@@ -254,7 +266,7 @@ def _cross_fit(
     scores: list[float] = []
     for k, (train_rows, held_rows) in enumerate(ctx.folds()):
         if k and ctx.deadline is not None and time.time() >= ctx.deadline:
-            raise TrialFailed(f"the time budget ran out after {k} of {ctx.cv} folds")
+            raise TrialFailed(f"the time budget ran out after {k} of {ctx.n_models} folds")
         fold_dir = trial_dir / fold_name(k)
         fold_dir.mkdir()
         model = family.build(
@@ -277,25 +289,26 @@ def _cross_fit(
         if oof is None:
             oof = np.zeros((len(y), *held_pred.shape[1:]))
             test_sum = np.zeros_like(test_pred, dtype=float)
-        oof[held_rows] = held_pred
+        oof[held_rows] += held_pred / ctx.repeats  # each row is held out once per repeat
         test_sum += test_pred
         start = time.perf_counter()
         write_manifest(fold_dir, model.save(fold_dir))
-        refit_seconds += refit_cost(fold_seconds, model, time.perf_counter() - start) / ctx.cv
+        save_seconds = time.perf_counter() - start
+        refit_seconds += refit_cost(fold_seconds, model, save_seconds) / ctx.n_models
         files.append(f"{fold_name(k)}/{MANIFEST}")
         n_params = _n_params(model)
         stopped.append(_stopped_at(model))
         scores.append(fold_score(ctx.metric, y[held_rows], held_pred))
         costly = family.uses_keras or fit_seconds / len(scores) >= COSTLY_FOLD_SECONDS
         reason = stop_reason(scores, bars, costly, ctx.metric.greater_is_better,
-                             ctx.metric.name, ctx.cv)  # fmt: skip
+                             ctx.metric.name, ctx.n_models)  # fmt: skip
         if reason is not None:
             shutil.rmtree(trial_dir, ignore_errors=True)
             raise TrialPruned(len(scores), reason, statistics.fmean(scores))
     assert oof is not None and test_sum is not None
     return Fitted(
         oof,
-        test_sum / ctx.cv,
+        test_sum / ctx.n_models,
         files,
         fit_seconds,
         predict_seconds,
@@ -391,7 +404,7 @@ def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResul
         {
             "family": config.family,
             "params": config.params,
-            "folds": ctx.cv or None,
+            "folds": ctx.n_models or None,
             "stopped_at": fitted.stopped_at,
         }
         | continued,

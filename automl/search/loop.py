@@ -172,6 +172,19 @@ def choose_cv(schema: Schema, y_train: Any, task: str, several_targets: bool) ->
     return CV_FOLDS, why
 
 
+# Repeated cross-fitting for few rows: there a trial takes a second, and one shuffle's folds
+# make a noisy ranking and a noisy ensemble fit (AutoGluon bags in repeats for the same reason).
+REPEAT_MAX_ROWS = 2_000
+AUTO_REPEATS = 2
+
+
+def choose_repeats(cv: int, train_rows: int) -> tuple[int, str]:
+    """How many times `cv="auto"`'s folds are drawn (each with another shuffle), and why."""
+    if not cv or train_rows > REPEAT_MAX_ROWS:
+        return 1, ""
+    return AUTO_REPEATS, f"{train_rows} training rows <= {REPEAT_MAX_ROWS}: {AUTO_REPEATS} repeats"
+
+
 def run_search(
     config: SearchConfig | None = None,
     /,
@@ -242,6 +255,16 @@ def run_search(
                 f"({why}); the cv setting chooses"
             )
     assert isinstance(cv, int)
+    repeats = c.cv_repeats
+    if not cv or (repeats == "auto" and cv_choice == "given"):  # folds given: those, once
+        repeats = 1
+    elif repeats == "auto":
+        repeats, why = choose_repeats(cv, len(dataset.y_fit) + len(dataset.y_val))
+        if resuming:
+            repeats = int(run.info().get("cv_repeats") or 1)
+        elif repeats > 1:
+            say(f"cross-fitting repeated {repeats} times ({why}); the cv_repeats setting chooses")
+    assert isinstance(repeats, int)
 
     identity = {
         "data": data_name,
@@ -254,6 +277,7 @@ def run_search(
         "seed": seed,
         "test_size": test_size,
         "cv": cv,
+        "cv_repeats": repeats,
         "other_targets": list(other_targets) if other_targets else None,
     }
     if resuming:
@@ -298,6 +322,7 @@ def run_search(
                 seed=seed,
                 threads=c.threads or max(1, os.cpu_count() or 1),
                 cv=cv,
+                repeats=repeats,
             )
             if not resuming:
                 save_targets(run, ctx.y_val, dataset.y_test)  # before run.json marks the run
