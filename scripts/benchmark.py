@@ -1111,7 +1111,9 @@ def main() -> int:
                     cv,
                     peers_python,
                     args.half_budget,
-                )  # fmt: skip
+                    args.split_seed,
+                    tuple(args.search_args.split()),
+                )
             )
             table = pd.DataFrame(rows)
             out = Path(args.out)
