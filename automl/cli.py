@@ -120,6 +120,15 @@ def _parser() -> argparse.ArgumentParser:
         "out-of-fold predictions; auto (default): 2 for up to 2,000 training rows under --cv "
         "auto, else 1",
     )
+    search.add_argument(
+        "--memory-limit",
+        type=float,
+        dest="memory_limit_mb",
+        metavar="MB",
+        help="resident memory of the search and its trial processes together: a trial that "
+        "would pass it is not started, a network trial that passes it is stopped (local "
+        "executor); default: 75%% of the machine's memory; 0: no limit",
+    )
     search.add_argument("--executor", default="local", help="local (default) or ray")
     search.add_argument(
         "--workers",
@@ -246,6 +255,7 @@ def _search(args: argparse.Namespace, argv: Sequence[str]) -> int:
         trial_timeout=args.trial_timeout,
         cv=args.cv,
         cv_repeats=args.cv_repeats,
+        memory_limit_mb=args.memory_limit_mb,
         executor=args.executor,
         workers=args.workers,
         cpus_per_trial=args.cpus_per_trial,
@@ -389,7 +399,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 # The library's settings (`SearchConfig` fields and the like) that a flag of another name sets.
-FLAGS = {"spaces": "--space", "other_targets": "--target"}
+FLAGS = {"spaces": "--space", "other_targets": "--target", "memory_limit_mb": "--memory-limit"}
 
 
 def flag_names(exc: UserInputError) -> str:

@@ -175,6 +175,65 @@ def test_out_of_memory_fails_the_trial(tmp_path: Path) -> None:
     assert records[1].status == "complete"
 
 
+def test_a_trial_that_would_pass_the_memory_limit_is_not_started() -> None:
+    """A family whose trials rose by 400 MB is not started with 100 MB left under the limit;
+    one that rose by 10 MB is."""
+    from automl.search.memory import MemoryGuard, tree_mb
+
+    guard = MemoryGuard(limit_mb=tree_mb() + 100)
+    try:
+        guard.rise = {"random_forest": 400.0, "linear": 10.0}
+        refusal = guard.refusal("random_forest")
+        assert refusal is not None
+        assert refusal.startswith("TrialFailed: not started: a random_forest trial took up to 400")
+        assert refusal.endswith(f"passes the memory limit of {guard.limit_mb:.0f} MB")
+        assert guard.refusal("linear") is None
+        assert guard.refusal("lightgbm") is None  # not measured yet: it runs, and is measured
+    finally:
+        guard.close()
+
+
+@pytest.mark.keras
+def test_a_network_trial_that_passes_the_memory_limit_is_stopped_and_the_search_goes_on(
+    tmp_path: Path,
+) -> None:
+    """A 12,000-unit MLP (its weights and Adam's slots: several GB) passes a 2,500 MB limit:
+    its worker process is killed, the trial is recorded as failed for memory, and the next
+    network trial runs in a new worker and completes."""
+    import optuna
+
+    from automl.run import STUDY_NAME
+
+    space = write_space(
+        tmp_path,
+        "mlp.yaml",
+        "family: mlp\nparams:\n  units: {type: int, low: 8, high: 12000}\n"
+        "  n_layers: {type: fixed, value: 3}\n  epochs: {type: fixed, value: 2}\n",
+    )
+    (tmp_path / "run").mkdir()
+    storage = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize")
+    for units in (12000, 8):
+        study.enqueue_trial({"family": "mlp", "mlp.units": units})
+    run_search(
+        data="builtin:breast_cancer",
+        target="target",
+        out=tmp_path / "run",
+        trials=2,
+        spaces=[space],
+        threads=1,
+        cv=0,
+        memory_limit_mb=2500,
+        **QUIET,
+    )
+    records = load_trials(RunDir(tmp_path / "run"))
+    assert [r.status for r in records] == ["failed", "complete"], [r.error for r in records]
+    assert records[0].error.startswith(
+        "TrialFailed: stopped: the search and its trial processes passed the memory limit of "
+        "2500 MB ("
+    )
+
+
 def test_a_second_search_on_the_same_run_directory_is_refused(tmp_path: Path, cli: Cli) -> None:
     run = RunDir(tmp_path / "run")
     with RunLock(run):  # stands for a search that is running

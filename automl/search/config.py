@@ -81,6 +81,9 @@ class SearchConfig:
     # Processes the job starts after the search (the CLI: `automl ensemble` and `automl
     # predict`), each paying its start and imports, which the time budget's reserve keeps.
     later_processes: int = 0
+    # Resident memory of the search and its trial processes together, MB (`search.memory`):
+    # None: 75% of the machine's memory; 0: no limit. The local executor keeps it.
+    memory_limit_mb: float | None = None
 
     def __post_init__(self) -> None:
         if self.sampler is None and self.backend in BACKENDS:
@@ -140,6 +143,12 @@ class SearchConfig:
             raise _bad(
                 f"test_size must be from 0 (no test part) to below 1; got {self.test_size}",
                 "test_size",
+            )
+        if self.memory_limit_mb is not None and not self.memory_limit_mb >= 0:
+            raise _bad(
+                "memory_limit_mb must be a number of MB, or 0 for no limit; "
+                f"got {self.memory_limit_mb!r}",
+                "memory_limit_mb",
             )
         if self.later_processes < 0:
             raise _bad(

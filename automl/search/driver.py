@@ -95,6 +95,7 @@ class SearchSettings:
     promote: bool = True  # successive halving of networks over rows (`search.promotion`)
     halve_folds: bool = True  # costly cross-fitted trials earn their folds (`fold_halving`)
     later_processes: int = 0  # the job's processes after the search (`budget.after_search`)
+    memory_limit_mb: float = 0.0  # the local executor's limit (`search.memory`); 0: none
 
 
 class StudyDriver:

@@ -45,7 +45,8 @@ from automl.search.config import SearchConfig
 from automl.search.driver import SearchSettings, StudyDriver
 from automl.search.evaluate import TrialContext, evaluate
 from automl.search.isolation import KerasWorker, evaluate_isolated
-from automl.search.outcome import outcome_of
+from automl.search.memory import MemoryGuard, default_limit_mb
+from automl.search.outcome import failed, outcome_of
 from automl.search.progress import Progress
 from automl.search.pruning import make_pruner
 from automl.space import SearchSpace
@@ -350,6 +351,9 @@ def run_search(
                 trials=c.trials, time_budget=c.time_budget, say=say, started=started, live=live,
                 pruner=c.pruner, max_failures_in_a_row=c.max_failures_in_a_row,
                 later_processes=c.later_processes,
+                memory_limit_mb=(
+                    default_limit_mb() if c.memory_limit_mb is None else c.memory_limit_mb
+                ),
             )  # fmt: skip
             if c.executor == "ray":
                 from automl.search.ray_executor import run_on_ray
@@ -413,13 +417,22 @@ def _loop(settings: SearchSettings, trial_timeout: float | None) -> SearchSummar
     prune = settings.pruner != "none" and trial_timeout is None and not ctx.cv
     networks = any(FAMILIES[name].uses_keras for name in settings.space.family_names)
     worker = KerasWorker(ctx) if networks and trial_timeout is None else None
+    guard = MemoryGuard(settings.memory_limit_mb) if settings.memory_limit_mb else None
     try:
         while (reason := driver.stop_reason()) is None:
             trial, flat = driver.ask()
+            family = flat["family"]
+            refused = guard.refusal(family) if guard is not None else None
+            if refused is not None:
+                driver.record(trial, flat, failed(refused))
+                continue
+            keras = worker is not None and FAMILIES[family].uses_keras
+            if guard is not None:
+                guard.begin(in_child=trial_timeout is not None or keras)
             try:
                 if trial_timeout is not None:
                     outcome = evaluate_isolated(trial.number, flat, ctx, trial_timeout)
-                elif worker is not None and FAMILIES[flat["family"]].uses_keras:
+                elif worker is not None and keras:
                     pruning = (
                         {
                             "study": settings.run.study_name(),
@@ -436,6 +449,9 @@ def _loop(settings: SearchSettings, trial_timeout: float | None) -> SearchSummar
             except KeyboardInterrupt:
                 driver.interrupted(trial, flat)
                 raise
+            stopped = guard.end(family) if guard is not None else None
+            if stopped is not None and outcome.status != "complete":
+                outcome = failed(stopped)
             driver.record(trial, flat, outcome)
     except Exception as exc:
         if is_fatal(exc):
@@ -444,6 +460,8 @@ def _loop(settings: SearchSettings, trial_timeout: float | None) -> SearchSummar
     finally:
         if worker is not None:
             worker.close()
+        if guard is not None:
+            guard.close()
     return summarize(settings.run, driver, reason, settings.started)
 
 
