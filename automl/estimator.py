@@ -296,7 +296,7 @@ class AutoMLClassifier(ClassifierMixin, _AutoMLEstimator):
     (whichever ends first), `space`
     (a bundled name such as "tabular" or "lightgbm", a YAML path, or a list; default: chosen
     by the data), `cv` folds of cross-fitting ("auto": 5 for tabular data up to 100,000 rows,
-    else one holdout split) drawn `cv_repeats` times ("auto": twice up to 2,000 rows), `metric`
+    else one holdout split) drawn `cv_repeats` times ("auto": once), `metric`
     (default roc_auc / log_loss),
     `ensemble` recipes fitted after the search ("default": the four `automl ensemble` builds;
     a recipe's name or path, or a list; None for none), `refit` (the chosen model's members

@@ -155,14 +155,14 @@ def test_keras_export_of_a_regression_ensemble_undoes_each_members_target_scalin
 def test_each_training_row_is_held_out_once_per_repeat_and_gets_their_mean(
     blood_search: BloodSearch,
 ) -> None:
-    """cv="auto" (the default) cross-fits blood's 598 training rows in 5 folds, drawn twice
-    (few rows: 2 repeats, each its own shuffle); each row is held out by exactly one fold of
+    """cv="auto" (the default) cross-fits blood's 598 training rows in 5 folds, here drawn
+    twice (cv_repeats 2, each its own shuffle); each row is held out by exactly one fold of
     each repeat, and its out-of-fold prediction is the mean of those two fold models'."""
     import joblib
 
     from automl.preprocess import transform
 
-    run = RunDir(blood_search(FAST_LINEAR, trials=1).run_dir)
+    run = RunDir(blood_search(FAST_LINEAR, trials=1, cv_repeats=2).run_dir)
     info = run.info()
     assert info["cv"] == 5 and info["cv_choice"].startswith("auto: 598 training rows")
     assert info["cv_repeats"] == 2

@@ -37,12 +37,11 @@ params:
 def test_refit_models_saw_every_row_with_the_counts_early_stopping_chose(
     blood_search: BloodSearch,
 ) -> None:
-    """blood has 748 rows: 598 cross-fitted in 5 folds drawn twice (10 models), 150 in the test
-    part. The refit sees all 748 (the class prior of the dummy is that of every row), and
-    LightGBM's refit boosts the mean of its fold models' early-stopped iteration counts,
-    without early stopping."""
+    """blood has 748 rows: 598 cross-fitted in 5 folds, 150 in the test part. The refit sees
+    all 748 (the class prior of the dummy is that of every row), and LightGBM's refit boosts
+    the mean of its folds' early-stopped iteration counts, without early stopping."""
     run = RunDir(blood_search(DUMMY, LIGHTGBM, trials=2).run_dir)
-    assert run.info()["cv"] == 5 and run.info()["cv_repeats"] == 2
+    assert run.info()["cv"] == 5 and run.info()["cv_repeats"] == 1
     outcome = refit_members(run, [0, 1])
     assert outcome == {0: "refit", 1: "refit"}
 
@@ -59,12 +58,12 @@ def test_refit_models_saw_every_row_with_the_counts_early_stopping_chose(
 
     stopped = [
         joblib.load(run.trial_dir(lgbm) / f"fold{k}" / "model.joblib").estimator.best_iteration_
-        for k in range(10)
+        for k in range(5)
     ]
     assert all(0 < s < 400 for s in stopped)  # early stopping did stop every fold
     result = read_json(run.trial_dir(lgbm) / "result.json")
     # One model's kept rounds, its save and load (`test_a_refit_is_reserved_for_...`): less
-    # than the ten fold fits.
+    # than the five fold fits.
     assert 0 < result["refit_seconds"] < result["fit_seconds"]
     booster = joblib.load(run.refit_dir(lgbm) / "model.joblib").estimator
     assert booster.n_estimators == round(np.mean(stopped))

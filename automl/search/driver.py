@@ -17,6 +17,7 @@ from automl.models import FAMILIES
 from automl.run import ENSEMBLE_ALLOWANCE_ATTR, SKIPPED_ATTR, RunDir
 from automl.search.attrs import set_user_attrs
 from automl.search.budget import Measured, Reserve, Rows, after_search
+from automl.search.dropping import DROPPED_ATTR, SKIPS_PER_ASK, FamilyDropper, skipped
 from automl.search.evaluate import TrialContext, TrialResult
 from automl.search.fold_halving import FOLD_BAR_KEY, FOLD_SCORES_ATTR, fold_bars
 from automl.search.outcome import TrialOutcome
@@ -26,20 +27,6 @@ from automl.search.proposers import BACKENDS
 from automl.space import EPOCHS_ATTR, EPOCHS_KEY, SearchSpace
 
 SPENT_ATTR = "spent_seconds"
-# A family whose last `DROP_AFTER_FAILURES` trials failed on this data is dropped, as AutoGluon
-# drops a model type that fails: the search goes on with the rest. The sampler still proposes
-# it now and then; such a proposal is recorded as pruned with `SKIPPED_ATTR` (TPE counts a
-# pruned trial without a score among its worst, so it learns to stop proposing it) and another
-# family is drawn in its place. Trials cut short by the time budget are not the family's fault.
-DROP_AFTER_FAILURES = 3
-DROPPED_ATTR = "dropped_families"  # study attribute: family -> why it was dropped
-SKIPS_PER_ASK = 100  # proposals of dropped families in a row before giving up
-BUDGET_FAILURE = "the time budget ran out"
-
-
-def skipped(trial: Any) -> bool:
-    """A proposal of a dropped family that never ran (see `DROP_AFTER_FAILURES`)."""
-    return bool(trial.user_attrs.get(SKIPPED_ATTR))
 
 
 def counts(study: Any) -> tuple[int, int]:
@@ -139,12 +126,7 @@ class StudyDriver:
         study.set_user_attr("workers", workers)
         self.max_failures_in_a_row = settings.max_failures_in_a_row
         self.later_processes = settings.later_processes
-        self.dropped: dict[str, str] = dict(study.user_attrs.get(DROPPED_ATTR) or {})
-        self.family_failures: dict[str, int] = {}  # each family's failures in a row
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
-            if not (t.user_attrs.get("interrupted") or skipped(t)):
-                self._count_family(str(t.params.get("family")), t.state == TrialState.FAIL,
-                                   str(t.user_attrs.get("error", "")))  # fmt: skip
+        self.families = FamilyDropper(study)  # those that keep failing here are dropped
         self.failed_in_a_row = 0
         self.last_error = ""
         self.running: dict[int, tuple[str, float]] = {}
@@ -249,7 +231,7 @@ class StudyDriver:
         limit = self.max_failures_in_a_row
         if limit and self.failed_in_a_row >= limit:
             return "failures"
-        if len(self.dropped) >= len(self.space.family_names):
+        if not self.families.allowed(self.space.family_names):
             return "dropped"
         if self.trials is not None and self.finished + self.pruned + in_flight >= self.trials:
             return "trials"
@@ -296,7 +278,7 @@ class StudyDriver:
     def ask(self) -> tuple[Any, dict[str, Any]]:
         for _ in range(SKIPS_PER_ASK):
             trial, flat = self._propose()
-            if flat["family"] not in self.dropped:
+            if flat["family"] not in self.families.dropped:
                 break
             self._skip(trial, flat)
         else:
@@ -336,26 +318,13 @@ class StudyDriver:
         from optuna.trial import TrialState
 
         family = flat["family"]
-        set_user_attrs(self.study, trial._trial_id, {SKIPPED_ATTR: self.dropped[family]})
+        set_user_attrs(self.study, trial._trial_id, {SKIPPED_ATTR: self.families.dropped[family]})
         self.study.tell(trial, state=TrialState.PRUNED)
         self._tell_proposer(trial, None)
-        allowed = [f for f in self.space.family_names if f not in self.dropped]
+        allowed = self.families.allowed(self.space.family_names)
         if allowed:
             pick = random.Random(self.ctx.seed * 100_003 + trial.number).choice(allowed)
             self.study.enqueue_trial({"family": pick})
-
-    def _count_family(self, family: str, failed: bool, error: str) -> None:
-        """Keep each family's failures in a row; drop a family at `DROP_AFTER_FAILURES`."""
-        if not failed:
-            self.family_failures[family] = 0
-            return
-        if BUDGET_FAILURE in error:
-            return
-        self.family_failures[family] = self.family_failures.get(family, 0) + 1
-        if self.family_failures[family] >= DROP_AFTER_FAILURES and family not in self.dropped:
-            self.dropped[family] = (
-                f"its last {DROP_AFTER_FAILURES} trials failed (the last: {error})"
-            )
 
     @staticmethod
     def label(trial: Any, flat: dict[str, Any]) -> str:
@@ -411,7 +380,7 @@ class StudyDriver:
             self.best = f"{result.val_score:.4f} (#{trial.number} {flat['family']})"
         self.finished += 1
         self.failed_in_a_row = 0
-        self._count_family(flat["family"], False, "")
+        self.families.count(flat["family"], failed=False)
         self._done(trial)
         self.say(
             f"{self.label(trial, flat)} val {self.metric.name} {result.val_score:.4f} "
@@ -431,12 +400,10 @@ class StudyDriver:
         self._done(trial)
         self.say(f"{self.label(trial, flat)} FAILED: {message}")
         family = flat["family"]
-        was_dropped = family in self.dropped
-        self._count_family(family, True, message)
-        if family in self.dropped and not was_dropped:
-            self.study.set_user_attr(DROPPED_ATTR, self.dropped)
-            self.say(f"dropping family {family}: {self.dropped[family]}; the search goes on "
-                     "with the others")  # fmt: skip
+        if self.families.count(family, failed=True, error=message):
+            self.study.set_user_attr(DROPPED_ATTR, self.families.dropped)
+            self.say(f"dropping family {family}: {self.families.dropped[family]}; the search "
+                     "goes on with the others")  # fmt: skip
 
     def pruned_at(
         self,
@@ -504,7 +471,7 @@ class StudyDriver:
             )
         elif reason == "dropped":
             self.say("stopped: every family was dropped")
-        for family, why in self.dropped.items():
+        for family, why in self.families.dropped.items():
             self.say(f"dropped family {family}: {why}")
         self.study.set_user_attr(SPENT_ATTR, self.spent())
         if self.time_budget is not None:  # what `automl ensemble` may take, in its process

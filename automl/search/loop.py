@@ -173,15 +173,17 @@ def choose_cv(schema: Schema, y_train: Any, task: str, several_targets: bool) ->
     return CV_FOLDS, why
 
 
-# Repeated cross-fitting for few rows: there a trial takes a second, and one shuffle's folds
-# make a noisy ranking and a noisy ensemble fit (AutoGluon bags in repeats for the same reason).
+# Repeated cross-fitting (`cv_repeats`), as AutoGluon bags in repeats: measured on five small
+# shared sets on a development split at 120 s (benchmarks/cv_repeats_dev.md), drawing the
+# folds twice won on 2 and lost on 3: each trial costs twice the fits, so fewer configurations
+# are tried. "auto" therefore draws them once; `cv_repeats` N asks for more.
 REPEAT_MAX_ROWS = 2_000
-AUTO_REPEATS = 2
+AUTO_REPEATS = 1
 
 
 def choose_repeats(cv: int, train_rows: int) -> tuple[int, str]:
     """How many times `cv="auto"`'s folds are drawn (each with another shuffle), and why."""
-    if not cv or train_rows > REPEAT_MAX_ROWS:
+    if not cv or train_rows > REPEAT_MAX_ROWS or AUTO_REPEATS == 1:
         return 1, ""
     return AUTO_REPEATS, f"{train_rows} training rows <= {REPEAT_MAX_ROWS}: {AUTO_REPEATS} repeats"
 
@@ -497,5 +499,5 @@ def summarize(
         best_trial=best.number if best else None,
         wall_seconds=time.time() - started,
         stop_reason=reason,
-        dropped=dict(driver.dropped),
+        dropped=dict(driver.families.dropped),
     )
