@@ -235,7 +235,10 @@ def _kill_then_resume(tmp_path: Path, storage: str | None) -> None:
     assert f"trial {running_at_kill} was interrupted by the last run" in result.stdout
     records = {r.number: r for r in load_trials(RunDir(out, storage_url=storage))}
     complete = [r for r in records.values() if r.status == "complete"]
-    assert len(complete) == 8  # exactly the number asked for: nothing lost, nothing extra
+    # Exactly the number asked for, nothing lost, nothing extra: forests whose folds take a
+    # second are costly, so some stop after a fold (pruned, which counts, as in optuna).
+    finished = [r for r in records.values() if r.status in ("complete", "pruned")]
+    assert len(finished) == 8
     for number, value in before.items():  # finished trials kept, unchanged
         assert records[number].status == "complete" and records[number].val_score == value
     assert records[running_at_kill].status == "interrupted"
@@ -247,11 +250,11 @@ def _kill_then_resume(tmp_path: Path, storage: str | None) -> None:
     interrupted_params = trials[running_at_kill].params
     assert interrupted_params.items() <= retry[0].params.items()
     assert "family" in retry[0].params
-    assert retry[0].state.name == "COMPLETE"
+    assert retry[0].state.name in ("COMPLETE", "PRUNED")
     for record in complete:
         assert (RunDir(out).trial_dir(record.number) / "manifest.json").exists()
     board = pd.read_csv(out / "leaderboard.csv")
-    assert (board.status == "complete").sum() == 8
+    assert board.status.isin(["complete", "pruned"]).sum() == 8
 
 
 def test_storage_url_elsewhere_holds_the_study(tmp_path: Path, blood_search: BloodSearch) -> None:

@@ -89,7 +89,8 @@ class MemoryGuard:
         with self._lock:
             self._active = False
             rise = max(0.0, self._peak - self._base)
-        self.rise[family] = max(self.rise.get(family, 0.0), rise)
+        if not self.killed:  # a stopped trial's rise is its own configuration's, cut short
+            self.rise[family] = max(self.rise.get(family, 0.0), rise)
         if self.killed:
             return (
                 f"TrialFailed: stopped: the search and its trial processes passed "
