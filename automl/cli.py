@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from automl.errors import SearchStopped, UserInputError
 
@@ -17,38 +17,24 @@ EXIT_USER_ERROR = 2
 EXIT_STOPPED = 1  # the search stopped early: a failing disk or database, or failing trials
 
 
-def _folds(value: str) -> int | str:
-    """--cv: `auto` or a whole number (checked further by the search)."""
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be auto, 0 (one holdout split) or a number of folds from 2 to 20; got {value!r}"
-        ) from None
+def _auto_or_int(expected: str) -> Callable[[str], int | str]:
+    """An argparse type: `auto` or a whole number (checked further by the search); else
+    "must be EXPECTED; got ..."."""
+
+    def parse(value: str) -> int | str:
+        if value == "auto":
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {expected}; got {value!r}") from None
+
+    return parse
 
 
-def _repeats(value: str) -> int | str:
-    """--cv-repeats: `auto` or a whole number (checked further by the search)."""
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be auto or a whole number from 1 to 10; got {value!r}"
-        ) from None
-
-
-def _workers(value: str) -> int | str:
-    """--workers: a whole number or `auto` (checked further by the search)."""
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number or auto; got {value!r}") from None
+_folds = _auto_or_int("auto, 0 (one holdout split) or a number of folds from 2 to 20")
+_repeats = _auto_or_int("auto or a whole number from 1 to 10")
+_workers = _auto_or_int("a whole number or auto")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -134,8 +120,8 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         type=_workers,
         default=1,
-        help="trials at a time (ray); auto: as many as the cluster has CPUs for, nodes that "
-        "join during the search included",
+        help="trials at a time (ray); auto: as many as the cluster has CPUs for when the search "
+        "starts (a node that joins later is used after --resume)",
     )
     search.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs per trial (ray)")
     search.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial (ray)")
