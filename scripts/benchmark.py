@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as futures
-import contextlib
 import json
 import multiprocessing
 import os
@@ -92,6 +91,8 @@ def run_measured(command: list[str], env: dict[str, str] | None = None) -> tuple
 
     import psutil
 
+    from automl.search.memory import tree_mb
+
     with tempfile.TemporaryFile("w+") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         peak = 0.0
@@ -99,16 +100,10 @@ def run_measured(command: list[str], env: dict[str, str] | None = None) -> tuple
 
         def sample() -> None:
             nonlocal peak
-            root = psutil.Process(process.pid)
             while not stop.is_set():
                 try:
-                    tree = [root, *root.children(recursive=True)]
-                    total = 0
-                    for member in tree:
-                        with contextlib.suppress(psutil.Error):
-                            total += member.memory_info().rss
-                    peak = max(peak, total / 2**20)
-                except psutil.Error:
+                    peak = max(peak, tree_mb(process.pid))
+                except psutil.Error:  # the process has ended
                     return
                 stop.wait(0.1)
 
