@@ -177,3 +177,19 @@ def s3_bucket(tmp_path: Path) -> Iterator[dict[str, Any]]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def queue_trials(run: Path, configs: list[dict[str, Any]]) -> str:
+    """Make the run's own study (study.db, maximizing) with `configs` queued as its first
+    trials, before `run_search` opens it; returns the study's storage URL. (A database given
+    as storage would hold the run's study under a name of its own.)"""
+    import optuna
+
+    from automl.run import STUDY_NAME
+
+    run.mkdir()
+    storage = f"sqlite:///{run / 'study.db'}"
+    study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize")
+    for config in configs:
+        study.enqueue_trial(config)
+    return storage

@@ -18,7 +18,7 @@ from automl.run import RunDir, fold_name
 from automl.search.evaluate import TrialContext, evaluate
 from automl.search.fold_halving import FOLD_BAR_KEY, fold_bars, stop_reason
 from automl.space import SearchSpace
-from tests.conftest import write_space
+from tests.conftest import queue_trials, write_space
 
 TREES = """family: random_forest
 params:
@@ -96,11 +96,10 @@ def test_in_a_search_a_hopeless_network_is_stopped_and_never_reaches_an_ensemble
     from automl.search.loop import run_search
 
     space = write_space(tmp_path, "mlp.yaml", MLP)
-    (tmp_path / "run").mkdir()
-    storage = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
-    study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize")
-    for lr in [0.05, 0.05, 0.05, 0.05, 1e-7]:
-        study.enqueue_trial({"family": "mlp", "mlp.learning_rate": lr})
+    lrs = [0.05, 0.05, 0.05, 0.05, 1e-7]
+    storage = queue_trials(
+        tmp_path / "run", [{"family": "mlp", "mlp.learning_rate": lr} for lr in lrs]
+    )
     summary = run_search(
         data="builtin:breast_cancer",
         target="target",

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import FAST_MLP, SPACES, Cli, shared, write_space
+from tests.conftest import FAST_MLP, SPACES, Cli, queue_trials, shared, write_space
 
 pytestmark = pytest.mark.keras
 
@@ -124,13 +124,10 @@ params:
   patience: {type: fixed, value: 12}
 """,
     )
-    # The run's own study, made first to queue the trials (a database given as storage would
-    # hold the run's study under a name of its own).
-    (tmp_path / "run").mkdir()
-    storage = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
-    study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize")
-    for lr in [0.05, 0.05, 0.05, 0.05, 1e-7, 1e-7]:
-        study.enqueue_trial({"family": "mlp", "mlp.learning_rate": lr})
+    lrs = [0.05, 0.05, 0.05, 0.05, 1e-7, 1e-7]
+    storage = queue_trials(
+        tmp_path / "run", [{"family": "mlp", "mlp.learning_rate": lr} for lr in lrs]
+    )
     summary = run_search(
         data="builtin:breast_cancer",
         target="target",

@@ -27,6 +27,7 @@ from tests.conftest import (
     ROOT,
     BloodSearch,
     Cli,
+    queue_trials,
     shared,
     write_space,
 )
@@ -200,9 +201,6 @@ def test_a_network_trial_that_passes_the_memory_limit_is_stopped_and_the_search_
     """A 12,000-unit MLP (its weights and Adam's slots: several GB) passes a 2,500 MB limit:
     its worker process is killed, the trial is recorded as failed for memory, and the next
     network trial runs in a new worker and completes."""
-    import optuna
-
-    from automl.run import STUDY_NAME
 
     space = write_space(
         tmp_path,
@@ -210,11 +208,7 @@ def test_a_network_trial_that_passes_the_memory_limit_is_stopped_and_the_search_
         "family: mlp\nparams:\n  units: {type: int, low: 8, high: 12000}\n"
         "  n_layers: {type: fixed, value: 3}\n  epochs: {type: fixed, value: 2}\n",
     )
-    (tmp_path / "run").mkdir()
-    storage = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
-    study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize")
-    for units in (12000, 8):
-        study.enqueue_trial({"family": "mlp", "mlp.units": units})
+    queue_trials(tmp_path / "run", [{"family": "mlp", "mlp.units": units} for units in (12000, 8)])
     run_search(
         data="builtin:breast_cancer",
         target="target",
