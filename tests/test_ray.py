@@ -396,6 +396,11 @@ def test_trial_files_stream_through_the_sink_whole_verified_or_not_at_all(
         with pytest.raises(ray.exceptions.RayTaskError, match="sha256 does not match"):
             ray_files.ship(sink, 6, away)
         assert not run.trial_dir(6).exists() and not (run.path / ray_files.STAGING).exists()
+
+        ray.get(sink.begin.remote(7))  # a node lost mid-transfer never commits nor aborts
+        assert (run.path / ray_files.STAGING).is_dir()
+        ray_files.clear_staging(run)  # what the executor does once the search has ended
+        assert not (run.path / ray_files.STAGING).exists() and not run.trial_dir(7).exists()
     finally:
         ray.shutdown()
 

@@ -243,7 +243,7 @@ def _tune(
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from automl.search.ray_files import start_sink
+    from automl.search.ray_files import clear_staging, start_sink
 
     where = f" at {address}" if address else " (local)"
     driver = StudyDriver(settings, executor=f"ray{where}", workers=workers)
@@ -284,6 +284,7 @@ def _tune(
         tuner.fit()
     finally:
         ray.shutdown()  # stops a local Ray; on a cluster, only disconnects this driver
+        clear_staging(run)  # a node lost mid-transfer leaves its folder; nothing arrives now
     if searcher.fatal is not None:
         raise stopped_by(f"{searcher.fatal} (in a Ray worker)")
     return driver, searcher.stopped or driver.stop_reason()

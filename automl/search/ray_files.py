@@ -104,13 +104,20 @@ class RunDirSink:
             return handle.read(size)
 
 
+def clear_staging(run: RunDir) -> None:
+    """Remove what transfers left half-done: a worker node lost while it shipped a trial never
+    aborts its staging folder (its trial runs again and ships anew). Called when no trial can be
+    arriving: before the sink starts and after the search ends."""
+    shutil.rmtree(run.path / STAGING, ignore_errors=True)
+
+
 def start_sink(run: RunDir) -> Any:
     """The sink actor, pinned to this (the driver's) node; leftovers of a killed search's
     transfers are removed first."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    shutil.rmtree(run.path / STAGING, ignore_errors=True)
+    clear_staging(run)
     here = ray.get_runtime_context().get_node_id()
     actor: Any = ray.remote(RunDirSink)
     return actor.options(
