@@ -10,7 +10,9 @@ the saved predictions itself, so every system is measured by the same code.
 SYSTEM is `autogluon` (best_quality; XGBoost left out: it fails with scikit-learn 1.9 and this
 virtualenv keeps the version AutoGluon supports, but the exclusion keeps runs comparable with
 earlier tables) or `flaml`. Class probabilities are saved in the order of
-CLASSES (a JSON list of strings: our `Target`'s order); regression saves values.
+CLASSES (a JSON list of strings: our `Target`'s order); regression saves values. For a
+classifier it also records how often the system's own `predict` names the class that the saved
+probabilities rank first: near 1, a poor score is the system's own answer, not a mixed-up order.
 """
 
 from __future__ import annotations
@@ -41,10 +43,11 @@ def autogluon(train, test, target, task, classes, budget, threads, workdir):  # 
     )
     features = test.drop(columns=[target])
     if task == "regression":
-        return predictor.predict(features).to_numpy(float), predictor.model_best
+        return predictor.predict(features).to_numpy(float), predictor.model_best, None
     proba = predictor.predict_proba(features)
     proba.columns = [str(c) for c in proba.columns]
-    return proba[classes].to_numpy(float), predictor.model_best
+    labels = predictor.predict(features).astype(str).to_numpy()
+    return proba[classes].to_numpy(float), predictor.model_best, labels
 
 
 def flaml(train, test, target, task, classes, budget, threads, workdir):  # noqa: ANN001, ANN201
@@ -66,10 +69,11 @@ def flaml(train, test, target, task, classes, budget, threads, workdir):  # noqa
     )
     features = test.drop(columns=[target])
     if task == "regression":
-        return np.asarray(automl.predict(features), float), automl.best_estimator
+        return np.asarray(automl.predict(features), float), automl.best_estimator, None
     proba = automl.predict_proba(features)
     order = [list(map(str, automl.classes_)).index(c) for c in classes]
-    return np.asarray(proba, float)[:, order], automl.best_estimator
+    labels = np.asarray(automl.predict(features)).astype(str)
+    return np.asarray(proba, float)[:, order], automl.best_estimator, labels
 
 
 SELF, CHILDREN = resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN
@@ -83,14 +87,18 @@ def main() -> int:
     start = time.time()
     train, test = pd.read_csv(train_path), pd.read_csv(test_path)
     os.makedirs(workdir, exist_ok=True)
-    pred, best = SYSTEMS[system](
+    pred, best, labels = SYSTEMS[system](
         train, test, target, task, json.loads(classes), float(budget), int(threads), workdir
     )
     np.save(out, pred)
     seconds = time.time() - start
     with open(out + ".json", "w") as handle:
         peak_kb = max(resource.getrusage(who).ru_maxrss for who in (SELF, CHILDREN))
-        json.dump({"seconds": seconds, "detail": str(best), "peak_mb": peak_kb / 1024}, handle)
+        facts = {"seconds": seconds, "detail": str(best), "peak_mb": peak_kb / 1024}
+        if labels is not None:  # its own predict against the saved probabilities' first class
+            ranked_first = np.asarray(json.loads(classes))[pred.argmax(axis=1)]
+            facts["own_predict_agreement"] = float(np.mean(ranked_first == labels))
+        json.dump(facts, handle)
     return 0
 
 

@@ -1,5 +1,6 @@
 """The benchmark harness's own checks (scripts/benchmark.py): a system that does no better
-than the class shares or the mean on test stops the run."""
+than the class shares or the mean on test stops the run, unless it is shown to be the
+system's own answer."""
 
 from __future__ import annotations
 
@@ -40,6 +41,16 @@ def test_a_system_no_better_than_trivial_stops_the_run(benchmark) -> None:  # no
     ):
         benchmark.check_beats_trivial("car", rows, 0.82, greater_is_better=False)
     benchmark.check_beats_trivial("car", rows[:1], 0.82, greater_is_better=False)  # passes
+    own_answer = {"system": "flaml", "metric": "log_loss", "test_score": 13.3, "detail": "lgbm",
+                  "own_predict_agreement": 0.995}  # fmt: skip
+    benchmark.check_beats_trivial("car", [own_answer], 0.82, greater_is_better=False)
+    assert own_answer["detail"] == (
+        "lgbm; below the trivial 0.8200, its own answer: its predict() agrees with these "
+        "probabilities on 99.5% of test rows"
+    )
+    mixed_up = own_answer | {"own_predict_agreement": 0.25}  # the saved order is not its own
+    with pytest.raises(SystemExit, match="car: flaml scored log_loss 13.3000"):
+        benchmark.check_beats_trivial("car", [mixed_up], 0.82, greater_is_better=False)
     auc = [{"system": "lightgbm_default", "metric": "roc_auc", "test_score": 0.5}]
     with pytest.raises(SystemExit, match="lightgbm_default scored roc_auc 0.5000"):
         benchmark.check_beats_trivial("blood", auc, 0.5, greater_is_better=True)
