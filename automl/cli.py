@@ -120,8 +120,8 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         type=_workers,
         default=1,
-        help="trials at a time (ray); auto: as many as the cluster has CPUs for when the search "
-        "starts (a node that joins later is used after --resume)",
+        help="trials at a time (ray); auto: as many as the cluster has CPUs for, asked again "
+        "during the search (a node that joins gets trials longer than its first worker's start)",
     )
     search.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs per trial (ray)")
     search.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial (ray)")

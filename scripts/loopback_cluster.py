@@ -27,7 +27,28 @@ class LoopbackCluster:
     env: dict[str, str]  # what a process needs to join: the token and its mode
     address: str  # host:port of the head, for `--ray-address`
     jobs: str  # the head's dashboard URL, for `ray job submit`
+    hide: Path | None = None  # the folder each worker node sees as an empty tmpfs
     worker_raylets: list[int] = field(default_factory=list)  # each worker node's raylet pid
+
+    def add_worker(self) -> int:
+        """Start one more one-CPU worker node (at any time: a node joining a running search);
+        its raylet's pid."""
+        ray = str(Path(sys.executable).parent / "ray")
+        worker = [ray, "start", f"--address={self.address}", "--num-cpus=1",
+                  "--node-ip-address=127.0.0.1", f"--dashboard-agent-listen-port={free_port()}",
+                  "--disable-usage-stats"]  # fmt: skip
+        if self.hide is not None:  # the node's processes inherit the namespace
+            hidden = (
+                f"mount -t tmpfs tmpfs {shlex.quote(str(self.hide))} && exec {shlex.join(worker)}"
+            )
+            worker = ["unshare", "--mount", "--propagation", "private", "sh", "-c", hidden]
+        before = _raylets()
+        _start(worker, self.env)
+        added = _raylets() - before  # the one raylet this node's start added
+        if len(added) != 1:
+            raise RuntimeError(f"expected one new raylet after a worker's start; got {added}")
+        self.worker_raylets.append(added.pop())
+        return self.worker_raylets[-1]
 
 
 def free_port() -> int:
@@ -58,25 +79,11 @@ def loopback_cluster(
             "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={free_port()}",
             "--disable-usage-stats"]  # fmt: skip
-    cluster = LoopbackCluster(env, f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}")
+    cluster = LoopbackCluster(env, f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}", hide)
     try:
         _start(head, env)
         for _ in range(workers):
-            worker = [ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
-                      "--node-ip-address=127.0.0.1",
-                      f"--dashboard-agent-listen-port={free_port()}",
-                      "--disable-usage-stats"]  # fmt: skip
-            if hide is not None:  # the node's processes inherit the namespace
-                hidden = (
-                    f"mount -t tmpfs tmpfs {shlex.quote(str(hide))} && exec {shlex.join(worker)}"
-                )
-                worker = ["unshare", "--mount", "--propagation", "private", "sh", "-c", hidden]
-            before = _raylets()
-            _start(worker, env)
-            added = _raylets() - before  # the one raylet this node's start added
-            if len(added) != 1:
-                raise RuntimeError(f"expected one new raylet after a worker's start; got {added}")
-            cluster.worker_raylets.append(added.pop())
+            cluster.add_worker()
         yield cluster
     finally:
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)

@@ -30,6 +30,11 @@ params:
   n_estimators: {type: int, low: 300, high: 400, default: 300}
 """  # about a second each: long enough that two run at once, one on each node
 
+EIGHT_SECOND_TREES = """family: random_forest
+params:
+  n_estimators: {type: int, low: 3000, high: 3200, default: 3000}
+"""  # about eight seconds each on one core: longer than a new node's first worker takes to start
+
 TWO_SECOND_TREES = """family: random_forest
 params:
   n_estimators: {type: int, low: 800, high: 1000, default: 800}
@@ -204,7 +209,7 @@ def cluster_without_shared_disk(hidden: Path):  # noqa: ANN201
 
     with loopback_cluster(workers=1, hide=hidden) as cluster:
         yield {"env": cluster.env, "address": cluster.address, "jobs": cluster.jobs,
-               "worker_raylet": cluster.worker_raylets[0]}  # fmt: skip
+               "worker_raylet": cluster.worker_raylets[0], "join": cluster.add_worker}  # fmt: skip
 
 
 @pytest.fixture
@@ -415,10 +420,27 @@ ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
 def sees(path):
     return os.path.exists(path)
 
-nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
-print(json.dumps({node: ray.get(sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-    node, soft=False)).remote(sys.argv[2])) for node in nodes}))
+answers = {}
+for node in [n["NodeID"] for n in ray.nodes() if n["Alive"]]:
+    try:  # a node killed a moment ago can still be listed alive
+        answers[node] = ray.get(sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            node, soft=False)).remote(sys.argv[2]), timeout=60)
+    except (ray.exceptions.TaskUnschedulableError, ray.exceptions.GetTimeoutError):
+        pass
+print(json.dumps(answers))
 """
+
+
+def _sees(probe_dir: Path, cluster: dict, path: Path) -> dict[str, bool]:
+    """Each live node of the cluster: whether it sees `path`."""
+    probe = probe_dir / "sees.py"
+    probe.write_text(SEES_FOLDER)
+    sees = subprocess.run(
+        [sys.executable, str(probe), cluster["address"], str(path)],
+        env=cluster["env"], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert sees.returncode == 0, sees.stderr[-2000:]
+    return dict(json.loads(sees.stdout.strip().splitlines()[-1]))
 
 
 def test_a_cluster_without_shared_disk_brings_every_trial_home_and_takes_jobs(
@@ -429,14 +451,7 @@ def test_a_cluster_without_shared_disk_brings_every_trial_home_and_takes_jobs(
     travel to the driver through Ray, so the ensembles use every completed trial, predict
     works and the report lists them all. A job through `ray job submit` does the same."""
     cluster, tmp_path, blood = cluster_without_shared_disk, here, here / "blood.csv"
-    probe = tmp_path / "sees.py"
-    probe.write_text(SEES_FOLDER)
-    sees = subprocess.run(
-        [sys.executable, str(probe), cluster["address"], str(blood)],
-        env=cluster["env"], capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert sees.returncode == 0, sees.stderr[-2000:]
-    assert sorted(json.loads(sees.stdout.strip().splitlines()[-1]).values()) == [False, True]
+    assert sorted(_sees(tmp_path, cluster, blood).values()) == [False, True]
 
     spaces = [write_space(tmp_path, "t.yaml", SECOND_TREES)]
     out = tmp_path / "run"
@@ -599,7 +614,8 @@ def test_losing_the_worker_node_mid_trial_runs_the_trial_again_on_the_head(
 ) -> None:
     """SIGKILL the worker node's raylet while a trial runs in one of its workers (a worker's
     parent is its node's raylet): Tune runs that trial again, on the head, and nothing
-    half-written is left. Last of the cluster tests: the cluster has one node after it."""
+    half-written is left. After it, the cluster has only the head, until the next test adds a
+    node."""
     cluster, tmp_path, blood = cluster_without_shared_disk, here, here / "blood.csv"
     spaces = [write_space(tmp_path, "slow.yaml", TWO_SECOND_TREES)]
     out = tmp_path / "lost-node"
@@ -632,3 +648,44 @@ def test_losing_the_worker_node_mid_trial_runs_the_trial_again_on_the_head(
     assert len(head) == 1  # trials that finished after the loss all ran on the head
     numbers = sorted(t.number for t in complete)
     assert numbers == list(range(4))  # no trial recorded twice, none lost
+
+
+def test_a_node_that_joins_mid_search_takes_trials_with_workers_auto(
+    here: Path, cluster_without_shared_disk: dict
+) -> None:
+    """`--workers auto` asks Ray for the cluster's CPUs during the search: a worker node that
+    joins once the first trial runs gets trials from then on, beside the nodes already there,
+    and its trials' files travel home (it cannot see the run directory). Trials of about 8 s:
+    a shorter trial goes to an idle warm worker before a new node's first worker has started
+    (README, "Nodes that come and go")."""
+    cluster, tmp_path, blood = cluster_without_shared_disk, here, here / "blood.csv"
+    spaces = [write_space(tmp_path, "slow.yaml", EIGHT_SECOND_TREES)]
+    out = tmp_path / "joined"
+    before = _sees(tmp_path, cluster, blood)
+    joined: list[int] = []
+
+    def join_once_a_trial_runs() -> None:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            time.sleep(0.2)
+            if any(" ".join(p.info["cmdline"] or []).startswith("ray::ImplicitFunc")
+                   for p in psutil.process_iter(["cmdline"])):  # fmt: skip
+                joined.append(cluster["join"]())
+                return
+
+    joiner = threading.Thread(target=join_once_a_trial_runs, daemon=True)
+    joiner.start()
+    result = _search(blood, out, spaces, "--workers", "auto", "--trials", "8", "--cv", "0",
+                     "--ray-address", cluster["address"], env=cluster["env"])  # fmt: skip
+    joiner.join(timeout=60)
+    assert joined, "no trial started, so no node joined"
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = _sees(tmp_path, cluster, blood)
+    new = set(after) - set(before)
+    assert len(new) == 1 and not after[next(iter(new))]  # the new node cannot see the run
+    complete = _consistent(out)
+    assert len(complete) == 8
+    on_new = [t for t in complete if t.user_attrs["node"] in new]
+    assert len(on_new) >= 2, [t.user_attrs["node"][:8] for t in complete]
+    assert all(t.user_attrs["transfer_bytes"] > 10_000 for t in on_new)  # shipped home
+    assert not (out / ".incoming").exists()
