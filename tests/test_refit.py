@@ -265,24 +265,6 @@ def test_a_job_of_three_processes_keeps_their_starts_and_leaves_the_ensemble_ste
     assert three.total - three.before_refit_ends == pytest.approx(2 * 0.1 + PROCESS_START_SECONDS)
 
 
-def test_members_the_capped_refit_leaves_out_are_reserved_to_predict_with_every_fold_model() -> (
-    None
-):
-    """Cross-fitted members predict with one refit model each, but those the refit cap leaves
-    out predict with all five fold models: the reserve counts them at five times the cost (a
-    60-s job on house_16H refit 2 members and spent 14 s predicting with the rest's folds)."""
-    from automl.search.budget import REFIT_SHARE, Measured, Rows, after_search
-
-    rows = Rows(1000, 800, 1250, 5)
-    slow = [Measured(0.3, 50.0, 1.0, False, 40.0), Measured(0.4, 50.0, 1.0, False, 40.0)]
-    every_refit = 2 * 40.0 * 1250 / 800  # 125 s
-    assert after_search(slow, rows, 1000, False).predict == pytest.approx(2 * 1.0 / 5)
-    capped = after_search(slow, rows, 60, False)
-    assert capped.refit == pytest.approx(REFIT_SHARE * 60)
-    left_out = 1 - REFIT_SHARE * 60 / every_refit
-    assert capped.predict == pytest.approx(2 * 1.0 / 5 * (1 + 4 * left_out))
-
-
 def test_a_network_refit_is_measured_on_every_row_and_its_inherited_epochs() -> None:
     """A network that trained on a quarter of the rows for 6 kept epochs, continuing from a
     rung's 4: its refit trains on every row for 10 epochs, 4 x 10 / 6 its measured fit."""

@@ -113,12 +113,8 @@ def after_search(
     per_model = max(rows.folds, 1)
     one_fit = [m.fit_seconds / per_model if m.refit_seconds is None else m.refit_seconds
                for m in likely]  # fmt: skip
-    every_refit = sum(one_fit) * rows.refit / max(rows.fit, 1)
-    refit = min(every_refit, REFIT_SHARE * budget)
-    # A member the capped refit leaves out predicts with all its fold models, not one refit
-    # model: that share of the members costs `per_model` times as much to predict.
-    left_out = 1.0 - refit / every_refit if every_refit > 0 else 0.0
-    predict = sum(m.predict_seconds / per_model for m in likely) * (1 + (per_model - 1) * left_out)
+    refit = min(sum(one_fit) * rows.refit / max(rows.fit, 1), REFIT_SHARE * budget)
+    predict = sum(m.predict_seconds / per_model for m in likely)
     uses_keras = any(m.uses_keras for m in likely)
     networks = TF_IMPORT_SECONDS * max(1, later_processes) if uses_keras else 0.0
     # One member needs no weights: its ensembles cost next to nothing, and reserving for them
