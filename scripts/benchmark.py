@@ -167,17 +167,19 @@ def run_ours(
     frame = pd.read_csv(predictions)
     if task == "regression":
         best = frame["prediction"].to_numpy(float)
-    else:  # the probability columns, in the classes' order
-        best = frame[[f"proba_{c}" for c in classes or []]].to_numpy(float)
+    else:  # the probability columns, in the classes' order (not given: the file's, our Target's)
+        columns = (
+            [f"proba_{c}" for c in classes]
+            if classes
+            else [c for c in frame.columns if c.startswith("proba_")]
+        )
+        best = frame[columns].to_numpy(float)
 
     from automl.ensemble.build import (
         Recipe,
-        best_ensemble,
         build_ensemble,
-        default_recipes,
         load_recipe,
     )
-    from automl.metrics import METRICS
     from automl.predict import load_predictor
     from automl.run import RunDir, load_trials
 
@@ -210,11 +212,8 @@ def run_ours(
     ensembles = {r.label: build_ensemble(RunDir(workdir), r) for r in recipes}
     out["ensembles"] = {m: e["test_score"] for m, e in ensembles.items()}
     out["held_out"] = {m: e["held_out"]["mean_gain"] for m, e in ensembles.items()}
-    metric = METRICS[RunDir(workdir).info()["metric"]]
-    defaults = [ensembles[r.label] for r in default_recipes()]
     refined = ensembles["optimized"]["nelder_mead"] or {}
     out["refinement"] = {
-        "chosen": (best_ensemble(defaults, metric) or {}).get("name"),  # what `best` ranks
         "improved": refined.get("improved"),
         "evaluations": refined.get("evaluations"),
         "val_error": [refined.get("start_error"), refined.get("end_error")],
@@ -426,17 +425,25 @@ def benchmark_dataset(
 NO_NM = "optimized-no-nm"  # the optimized recipe with Nelder-Mead's refinement off
 
 
+def _choice(rows: dict[str, Any]) -> str:
+    """The model the timed job predicted with: the first part of its row's detail
+    (`ensemble-stacking (refit on every row); {...}`)."""
+    job = rows.get("ours_ensemble")
+    return str(job.detail).split(";", 1)[0].split(" (", 1)[0] if job is not None else "-"
+
+
 def refinement_table(table: pd.DataFrame) -> list[str]:
     """Per dataset, what Nelder-Mead's refinement did to the optimized ensemble: its
-    validation error before and after, and the test score with and without it; and which
-    default ensemble the honest 5-fold score chose."""
+    validation error before and after, and the test score with and without it; and the
+    model the job itself chose (`best`: ensembles by their honest 5-fold score, single trials
+    by validation), as its prediction's row names it."""
     lines = [
         "",
         "Nelder-Mead's refinement of the optimized ensemble (validation: the metric as an error,"
         " lower is better, on the rows the weights were fit on; test: rows nothing saw):",
         "",
         "| dataset | refined (evaluations) | validation error before -> after | test without |"
-        " test with | chosen ensemble (honest 5-fold) |",
+        " test with | the job's choice |",
         "|---|---|---|---|---|---|",
     ]
     for dataset, group in table.groupby("dataset", sort=False):
@@ -451,7 +458,7 @@ def refinement_table(table: pd.DataFrame) -> list[str]:
             f"| {dataset} | {refined} ({info.get('evaluations')}) | "
             + (f"{before:.6g} -> {after:.6g}" if before is not None else "-")
             + f" | {rows[f'ours_ens_{NO_NM}'].test_score:.4f} | "
-            f"{rows['ours_ens_optimized'].test_score:.4f} | {info.get('chosen')} |"
+            f"{rows['ours_ens_optimized'].test_score:.4f} | {_choice(rows)} |"
         )
     return lines
 
