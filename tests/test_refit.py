@@ -238,6 +238,22 @@ def test_the_refit_reserve_is_capped_so_slow_networks_leave_the_search_time() ->
     assert after_search_seconds([], Rows(1000, 1000, 1500, 0), 4, False) == pytest.approx(0.08)
 
 
+def test_a_refit_longer_than_the_cap_is_not_reserved_for() -> None:
+    """A CNN that trained 936 s on 40,000 images would take about 1,170 s to refit on 50,000,
+    more than the 720 s a 30-minute job may keep for refits: the ensemble step will never refit
+    it, so the reserve keeps nothing for its refit (only its prediction), and the search goes
+    on. A second, shorter network is reserved in full."""
+    from automl.search.budget import Measured, Rows, after_search
+
+    rows = Rows(train=40_000, fit=40_000, refit=50_000, folds=0)
+    cnn = Measured(0.20, 936.0, 8.0, True, 936.0)
+    alone = after_search([cnn], rows, 1800, False, later_processes=2)
+    assert alone.refit == 0.0 and alone.predict == pytest.approx(8.0)
+    short = Measured(0.25, 94.0, 8.0, True, 94.0)
+    both = after_search([cnn, short], rows, 1800, False, later_processes=2)
+    assert both.refit == pytest.approx(94.0 * 50_000 / 40_000)
+
+
 def test_a_job_of_three_processes_keeps_their_starts_and_leaves_the_ensemble_step_its_share() -> (
     None
 ):
