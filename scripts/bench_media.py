@@ -197,9 +197,10 @@ def _image_job(npz: str, minutes: float, rows: int, threads: int, workdir: Path)
     lines = [
         f"## {minutes:g} minutes, {len(y_train):,} training images",
         "",
-        f"The whole job in {minutes:g} minutes: `run_search` with no space given (the data "
-        "choose the image bundle) and a time budget of the job, the ensembles, the refit of the "
-        "chosen members on every training image, and predicting the 10,000 test images. "
+        f"The whole job in {minutes:g} minutes: `automl search` with no space given (the data "
+        "choose the image bundle) and the job's time budget, `automl ensemble` (the ensembles, "
+        "the refit of the chosen members on every training image), then `automl predict` on "
+        "the 10,000 test images. "
         f"It took {ours['seconds']:.0f} s ({ours['parts']}).",
         "",
         "| model | test accuracy | test log-loss |",
