@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -609,6 +610,27 @@ def test_a_run_in_object_storage_searched_on_two_nodes_survives_its_driver(
     storage.engine.dispose()
 
 
+def _once_a_trial_runs(act: Callable[[], object], on_node: int | None = None) -> threading.Event:
+    """Call `act` once, from a thread, as soon as a Ray worker runs a trial (on the node whose
+    raylet is `on_node`, if given: a worker's parent is its node's raylet); the event is set
+    when it has (waited for within 240 s)."""
+    done = threading.Event()
+
+    def watch() -> None:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            time.sleep(0.2)
+            for process in psutil.process_iter(["ppid", "cmdline"]):
+                running = " ".join(process.info["cmdline"] or []).startswith("ray::ImplicitFunc")
+                if running and on_node in (None, process.info["ppid"]):
+                    act()
+                    done.set()
+                    return
+
+    threading.Thread(target=watch, daemon=True).start()
+    return done
+
+
 def test_losing_the_worker_node_mid_trial_runs_the_trial_again_on_the_head(
     here: Path, cluster_without_shared_disk: dict
 ) -> None:
@@ -620,25 +642,15 @@ def test_losing_the_worker_node_mid_trial_runs_the_trial_again_on_the_head(
     spaces = [write_space(tmp_path, "slow.yaml", TWO_SECOND_TREES)]
     out = tmp_path / "lost-node"
     raylet = cluster["worker_raylet"]
-    killed: list[int] = []
 
-    def kill_the_raylet_during_a_trial() -> None:
-        deadline = time.time() + 240
-        while time.time() < deadline and not killed:
-            time.sleep(0.2)
-            for process in psutil.process_iter(["pid", "ppid", "cmdline"]):
-                cmdline = " ".join(process.info["cmdline"] or [])
-                if process.info["ppid"] == raylet and cmdline.startswith("ray::ImplicitFunc"):
-                    time.sleep(0.5)  # inside the trial's two-second fit
-                    os.kill(raylet, signal.SIGKILL)
-                    killed.append(raylet)
-                    return
+    def kill_the_raylet() -> None:
+        time.sleep(0.5)  # inside the trial's two-second fit
+        os.kill(raylet, signal.SIGKILL)
 
-    killer = threading.Thread(target=kill_the_raylet_during_a_trial, daemon=True)
-    killer.start()
+    killer = _once_a_trial_runs(kill_the_raylet, on_node=raylet)
     result = _search(blood, out, spaces, "--workers", "2", "--trials", "4", "--cv", "0",
                      "--ray-address", cluster["address"], env=cluster["env"])  # fmt: skip
-    killer.join(timeout=5)
+    killed = killer.wait(timeout=5)
     assert killed, "no trial started on the worker node"
     assert result.returncode == 0, result.stderr[-3000:]
     complete = _consistent(out)  # nothing half-written: every trial's files verified
@@ -657,27 +669,15 @@ def test_a_node_that_joins_mid_search_takes_trials_with_workers_auto(
     joins once the first trial runs gets trials from then on, beside the nodes already there,
     and its trials' files travel home (it cannot see the run directory). Trials of about 8 s:
     a shorter trial goes to an idle warm worker before a new node's first worker has started
-    (README, "Nodes that come and go")."""
+    (README, "Parallel and distributed: Ray")."""
     cluster, tmp_path, blood = cluster_without_shared_disk, here, here / "blood.csv"
     spaces = [write_space(tmp_path, "slow.yaml", EIGHT_SECOND_TREES)]
     out = tmp_path / "joined"
     before = _sees(tmp_path, cluster, blood)
-    joined: list[int] = []
-
-    def join_once_a_trial_runs() -> None:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            time.sleep(0.2)
-            if any(" ".join(p.info["cmdline"] or []).startswith("ray::ImplicitFunc")
-                   for p in psutil.process_iter(["cmdline"])):  # fmt: skip
-                joined.append(cluster["join"]())
-                return
-
-    joiner = threading.Thread(target=join_once_a_trial_runs, daemon=True)
-    joiner.start()
+    joiner = _once_a_trial_runs(cluster["join"])
     result = _search(blood, out, spaces, "--workers", "auto", "--trials", "8", "--cv", "0",
                      "--ray-address", cluster["address"], env=cluster["env"])  # fmt: skip
-    joiner.join(timeout=60)
+    joined = joiner.wait(timeout=60)
     assert joined, "no trial started, so no node joined"
     assert result.returncode == 0, result.stderr[-3000:]
     after = _sees(tmp_path, cluster, blood)
