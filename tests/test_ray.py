@@ -563,8 +563,11 @@ def test_a_run_in_object_storage_searched_on_two_nodes_survives_its_driver(
     assert len(complete) == 6  # as many as asked: none lost, none extra
     assert all(t.value == kept[t.number] for t in complete if t.number in kept)
     configurations = [json.dumps(t.params, sort_keys=True) for t in complete]
-    retried = [t.user_attrs["retry_of"] for t in complete if "retry_of" in t.user_attrs]
-    assert len(set(configurations)) == 6 - len(retried)  # a retry repeats its configuration
+    assert len(set(configurations)) == 6  # the resumed sampler repeats none of the first's
+    interrupted = {t.number: t.params for t in study.trials if t.user_attrs.get("interrupted")}
+    retries = [t for t in complete if "retry_of" in t.user_attrs]
+    assert sorted(t.user_attrs["retry_of"] for t in retries) == sorted(interrupted)
+    assert all(t.params == interrupted[t.user_attrs["retry_of"]] for t in retries)
     assert len({t.user_attrs["node"] for t in complete}) == 2
 
     # run.json keeps the URL without its password, which a reader gives the standard way.

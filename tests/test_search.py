@@ -153,6 +153,20 @@ def test_time_budget_holds_across_resumes(blood_search: BloodSearch) -> None:
     assert any("time budget of 4s reached" in line for line in lines)
 
 
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_a_resumed_search_draws_new_configurations(
+    blood_search: BloodSearch, tmp_path: Path, sampler: str
+) -> None:
+    """The resumed process must not replay the first one's random draws (same seed)."""
+    blood_search(FAST_LINEAR, trials=3, sampler=sampler, cv=0)
+    resumed = blood_search(FAST_LINEAR, trials=6, sampler=sampler, cv=0)
+    assert resumed.finished == 6
+    storage = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+    values = [t.params["linear.C"] for t in study.trials]
+    assert len(values) == 6 and len(set(values)) == 6, values
+
+
 @pytest.mark.slow
 def test_sigkill_during_a_trial_then_resume(tmp_path: Path) -> None:
     """Kill the search process mid-trial; the re-run keeps every finished trial and repeats none."""

@@ -317,6 +317,12 @@ def run_search(
                 make_sampler(sampler, backend, seed),
                 c.pruner,
             )
+            if resuming:
+                # The same seed would replay the first process's random draws, and the resumed
+                # search would propose configurations the study already holds: the draws go on
+                # from where the study stands, reproducibly.
+                asked = len(study.get_trials(deepcopy=False))
+                study.sampler = make_sampler(sampler, backend, seed + asked)
             ctx = TrialContext(
                 dataset=dataset,
                 space=space,
