@@ -235,7 +235,32 @@ def test_the_refit_reserve_is_capped_so_slow_networks_leave_the_search_time() ->
     assert after_search_seconds(trees[:1], Rows(1000, 1000, 1500, 0), 120, False) == (
         pytest.approx(3.0 + 0.1 + 2.4)
     )
-    assert after_search_seconds([], Rows(1000, 1000, 1500, 0), 4, False) == pytest.approx(0.08)
+    # Before any trial: a tenth of the budget for the unmeasured member, and the margin.
+    assert after_search_seconds([], Rows(1000, 1000, 1500, 0), 4, False) == pytest.approx(0.48)
+
+
+def test_before_any_trial_the_reserve_keeps_the_later_processes_and_tensorflow() -> None:
+    """The 5-minute image job's first CNN trains until its deadline: before it finishes
+    nothing is measured, yet `automl ensemble` and `automl predict` will each start Python and
+    import TensorFlow. The reserve keeps those, and a tenth of the budget for the member itself;
+    a small budget keeps at most a quarter of it for the starts."""
+    from automl.search.budget import (
+        MARGIN_SHARE,
+        PROCESS_START_SECONDS,
+        TF_IMPORT_SECONDS,
+        UNCOSTED_SHARE,
+        Rows,
+        after_search,
+    )
+
+    rows = Rows(16_000, 16_000, 20_000, 0)
+    images = after_search([], rows, 300, False, later_processes=2, networks_possible=True)
+    starts = 2 * PROCESS_START_SECONDS + 2 * TF_IMPORT_SECONDS
+    assert images.total == pytest.approx((UNCOSTED_SHARE + MARGIN_SHARE) * 300 + starts)
+    trees = after_search([], rows, 300, False, later_processes=2)
+    assert trees.processes == pytest.approx(2 * PROCESS_START_SECONDS)
+    small = after_search([], rows, 8, False, later_processes=2, networks_possible=True)
+    assert small.processes == pytest.approx(2.0) and small.total < 8 / 2
 
 
 def test_a_refit_longer_than_the_cap_is_not_reserved_for() -> None:

@@ -126,6 +126,11 @@ class StudyDriver:
         study.set_user_attr("workers", workers)
         self.max_failures_in_a_row = settings.max_failures_in_a_row
         self.later_processes = settings.later_processes
+        self.networks_possible = any(
+            known.uses_keras
+            for known in (FAMILIES.get(name) for name in space.family_names)
+            if known is not None
+        )
         self.families = FamilyDropper(study)  # those that keep failing here are dropped
         self.failed_in_a_row = 0
         self.last_error = ""
@@ -249,7 +254,8 @@ class StudyDriver:
     def _reserve(self) -> Reserve:
         assert self.time_budget is not None
         return after_search(self.measured, self.rows, self.time_budget,
-                            self.metric.greater_is_better, self.later_processes)  # fmt: skip
+                            self.metric.greater_is_better, self.later_processes,
+                            self.networks_possible)  # fmt: skip
 
     def expected_seconds(self) -> float:
         """What the next trial will likely take: the median of the finished trials (0 before
