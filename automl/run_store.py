@@ -89,10 +89,11 @@ class Mirror:
         temporary.write_text(json.dumps(index, sort_keys=True))
         os.replace(temporary, self.cache / INDEX)
 
-    def _remote_files(self) -> Iterator[tuple[str, list[Any]]]:
+    def _remote_files(self, under: str = "") -> Iterator[tuple[str, list[Any]]]:
         import pyarrow.fs as pafs
 
-        selector = pafs.FileSelector(self.base, recursive=True, allow_not_found=True)
+        folder = f"{self.base}/{under.strip('/')}" if under.strip("/") else self.base
+        selector = pafs.FileSelector(folder, recursive=True, allow_not_found=True)
         try:
             infos = self.filesystem.get_file_info(selector)
         except OSError as exc:
@@ -115,12 +116,12 @@ class Mirror:
         return {"sha256": digest or sha256_of(local), "size": stat.st_size,
                 "mtime": stat.st_mtime_ns}  # fmt: skip
 
-    def pull(self) -> Path:
-        """Bring the run's files into the cache (those it lacks or holds other bytes of);
-        the cache's folder, which then holds the whole run."""
+    def pull(self, under: str = "") -> Path:
+        """Bring the run's files (or those in its folder `under`, relative to the run) into
+        the cache, those it lacks or holds other bytes of; the cache's folder."""
         self.cache.mkdir(parents=True, exist_ok=True)
         index = self._index()
-        for relative, version in self._remote_files():
+        for relative, version in self._remote_files(under):
             if PRIVATE.search(relative):
                 continue
             local = self.cache / relative

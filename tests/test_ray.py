@@ -569,6 +569,14 @@ def test_a_run_in_object_storage_searched_on_two_nodes_survives_its_driver(
     assert sorted(t.user_attrs["retry_of"] for t in retries) == sorted(interrupted)
     assert all(t.params == interrupted[t.user_attrs["retry_of"]] for t in retries)
     assert len({t.user_attrs["node"] for t in complete}) == 2
+    # A trial on the worker's node wrote its files to the bucket itself: the driver that ran
+    # it never held them (the resumed one pulled the first one's trials when it opened the run).
+    away = [t for t in complete if "transfer_to" in t.user_attrs]
+    assert away and all(t.user_attrs["transfer_to"] == "bucket" for t in away)
+    assert all(t.user_attrs["transfer_bytes"] > 10_000 for t in away)
+    for t in away:
+        cache = here / ("cache-first" if t.number in kept else "cache-resumed")
+        assert not list(cache.rglob(f"trials/{t.number:04d}/*")), (cache, t.number)
 
     # run.json keeps the URL without its password, which a reader gives the standard way.
     from urllib.parse import urlsplit

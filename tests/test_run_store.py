@@ -89,3 +89,34 @@ def test_object_storage_locations_and_the_study_they_need(tmp_path: Path) -> Non
     ):
         run_search(data="builtin:iris", target="target", out="s3://bucket/run", trials=1)
     assert not (tmp_path / "bucket").exists()
+
+
+def test_a_worker_writes_its_trial_to_the_bucket_and_a_promoted_one_pulls_only_its_parent(
+    tmp_path: Path,
+) -> None:
+    """On a cluster, a trial on another node writes its folder straight to the bucket, manifest
+    included; a promoted network on yet another node pulls its parent's folder, and nothing
+    else of the run, into a cache of its own."""
+    from dataclasses import replace
+
+    from automl.io import write_manifest
+    from automl.search.ray_files import from_bucket, to_bucket
+
+    driver = _mirror(tmp_path, "driver-cache")
+    _write(driver.cache / "run.json", "{}")
+    driver.publish()
+    worker = replace(driver, cache=tmp_path / "worker")
+    trial = worker.cache / "trials" / "0003"
+    _write(trial / "model.keras", "w" * 50_000)
+    write_manifest(trial, ["model.keras"])
+    sent = to_bucket(worker, trial)
+    assert sent.bytes == sum(p.stat().st_size for p in trial.iterdir())
+    assert sent.bytes > 50_000
+
+    other = replace(driver, cache=tmp_path / "other-worker")
+    got = from_bucket(other, 3, other.cache / "trials" / "0003")
+    assert got.bytes == sent.bytes
+    assert (other.cache / "trials" / "0003" / "model.keras").read_text() == "w" * 50_000
+    assert not (other.cache / "run.json").exists()  # only the parent's folder
+    with pytest.raises(FileNotFoundError, match="s3://bucket/run: trial 7 has no files"):
+        from_bucket(other, 7, other.cache / "trials" / "0007")

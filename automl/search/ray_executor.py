@@ -19,12 +19,15 @@ import json
 import math
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from automl.errors import UserInputError, stopped_by
 from automl.search.driver import SearchSettings, StudyDriver
 from automl.search.evaluate import TrialContext, TrialResult, evaluate
 from automl.search.outcome import TrialOutcome, failed, outcome_of
+
+if TYPE_CHECKING:
+    from automl.search.ray_files import Bucket
 
 SCHEDULERS = ("fifo", "asha")
 AUTO_WORKERS = "auto"  # `--workers auto`
@@ -41,11 +44,16 @@ _WORKER_CONTEXTS: dict[str, TrialContext] = {}
 
 
 def _trainable(
-    config: dict[str, Any], ctx: TrialContext, cpus: int, sink: Any, driver_node: str
+    config: dict[str, Any],
+    ctx: TrialContext,
+    cpus: int,
+    sink: Any,
+    driver_node: str,
+    bucket: Bucket | None = None,
 ) -> None:
     """Runs in a Ray worker: evaluate one configuration and report the outcome to Tune. On
-    another node than the driver's, the trial's files travel to the run directory through Ray
-    (`ray_files`): no disk needs to be shared."""
+    another node than the driver's, the trial's files travel to the run directory through Ray,
+    or straight to the run's bucket (`ray_files`): no disk needs to be shared."""
     import ray
     from ray import tune
 
@@ -68,8 +76,9 @@ def _trainable(
         outcome = outcome_of(evaluate, config["number"], config["flat"], ctx)
         where: dict[str, Any] = {"node": node}
     else:
-        outcome, moved = evaluate_away(config["number"], config["flat"], ctx, sink)
-        where = {"node": node, "transfer_seconds": moved.seconds, "transfer_bytes": moved.bytes}
+        outcome, moved = evaluate_away(config["number"], config["flat"], ctx, sink, bucket)
+        where = {"node": node, "transfer_seconds": moved.seconds, "transfer_bytes": moved.bytes,
+                 "transfer_to": "bucket" if bucket is not None else "driver"}  # fmt: skip
     if outcome.result is None:
         report = {"objective": math.inf, "status": outcome.status, "error": outcome.error}
         tune.report(report | where)
@@ -137,7 +146,7 @@ def _searcher_class() -> type:
             result = result or last or {}
             node = result.get("node")
             attrs = {"node": node} if node else {}
-            for key in ("transfer_seconds", "transfer_bytes"):  # files moved through Ray
+            for key in ("transfer_seconds", "transfer_bytes", "transfer_to"):  # files moved
                 if result.get(key) is not None:
                     attrs[key] = result[key]
             status = result.get("status")
@@ -243,16 +252,20 @@ def _tune(
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from automl.search.ray_files import clear_staging, start_sink
+    from automl.search.ray_files import Bucket, clear_staging, start_sink, storage_env
 
     where = f" at {address}" if address else " (local)"
     driver = StudyDriver(settings, executor=f"ray{where}", workers=workers)
     searcher = _searcher_class()(driver, _capacity(cpus_per_trial) if auto else None)
     resources = {"cpu": cpus_per_trial} | ({"gpu": gpus_per_trial} if gpus_per_trial else {})
     sink = start_sink(run)  # where trials on other nodes send their files
+    # A run in object storage: trials on other nodes write to the bucket themselves.
+    bucket = Bucket(run.location, storage_env()) if run.mirror is not None else None
     here = ray.get_runtime_context().get_node_id()
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, ctx=ctx, cpus=cpus_per_trial, sink=sink, driver_node=here),
+        tune.with_parameters(
+            _trainable, ctx=ctx, cpus=cpus_per_trial, sink=sink, driver_node=here, bucket=bucket
+        ),  # fmt: skip
         resources,
     )
     chosen = (

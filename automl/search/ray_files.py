@@ -11,7 +11,13 @@ place: a trial's folder appears whole or not at all, as it does when written loc
 network promoted from a lower rung fetches its parent's files from the sink the same way
 before it trains. The worker keeps nothing once its trial is recorded.
 
-A trial on the driver's own node writes into the run directory directly, as before.
+A run in object storage (`--out s3://...`) needs no sink: a trial on another node writes its
+files straight to the bucket (`to_bucket`), manifest last, as the driver's own `publish` does,
+and a promoted network pulls its parent's files from there. The worker finds the bucket with
+the driver's object-storage settings (`storage_env`: endpoint and credentials from the driver's
+environment, for the nodes that lack their own).
+
+A trial on the driver's own node writes into the run directory (or its cache) directly.
 """
 
 from __future__ import annotations
@@ -171,10 +177,59 @@ def fetch(sink: Any, number: int, folder: Path) -> Transfer:
     return Transfer(time.perf_counter() - start, received)
 
 
-def evaluate_away(number: int, flat: dict[str, Any], ctx: Any, sink: Any) -> tuple[Any, Transfer]:
+# The environment variables through which pyarrow and fsspec find an object store's endpoint
+# and credentials (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AZURE_STORAGE_ACCOUNT_KEY`, ...).
+STORAGE_ENV_PREFIXES = ("AWS_", "AZURE_STORAGE_", "GOOGLE_CLOUD_", "GCS_")
+
+
+def storage_env() -> dict[str, str]:
+    """The driver's object-storage settings, for workers on nodes that lack their own (they
+    travel in Ray's object store, as Ray's own `runtime_env` variables do)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(STORAGE_ENV_PREFIXES)}
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A run in object storage as a worker on another node reaches it."""
+
+    url: str
+    env: dict[str, str]
+
+    def mirror(self, folder: Path) -> Any:
+        """The run in the bucket with `folder` as this worker's cache of it; a setting the
+        node has of its own (its own credentials) wins over the driver's."""
+        from automl.run_store import Mirror
+
+        for key, value in self.env.items():
+            os.environ.setdefault(key, value)
+        return replace(Mirror.of(self.url), cache=folder)
+
+
+def to_bucket(mirror: Any, folder: Path) -> Transfer:
+    """Write a trial's `folder` (inside the mirror's cache) straight to the bucket."""
+    start = time.perf_counter()
+    mirror.publish(folder)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return Transfer(time.perf_counter() - start, size)
+
+
+def from_bucket(mirror: Any, number: int, folder: Path) -> Transfer:
+    """Pull trial `number`'s files from the bucket into `folder`, the mirror's cache of them."""
+    start = time.perf_counter()
+    mirror.pull(under=folder.relative_to(mirror.cache).as_posix())
+    if not (folder / MANIFEST).exists():
+        raise FileNotFoundError(f"{mirror.url}: trial {number} has no files in the bucket")
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return Transfer(time.perf_counter() - start, size)
+
+
+def evaluate_away(
+    number: int, flat: dict[str, Any], ctx: Any, sink: Any, bucket: Bucket | None = None
+) -> tuple[Any, Transfer]:
     """Run trial `number` on a node that cannot see the run directory: in a folder of this
-    node's own, its parent's files fetched first (a promoted network), its own shipped after;
-    the local folder goes either way. Returns the outcome and what moving the files cost."""
+    node's own, its parent's files fetched first (a promoted network), its own sent after:
+    to the bucket where the run is in object storage, else through the sink; the local
+    folder goes either way. Returns the outcome and what moving the files cost."""
     from automl.search.evaluate import evaluate
     from automl.search.outcome import outcome_of
     from automl.search.promotion import WARM_START_KEY
@@ -183,13 +238,19 @@ def evaluate_away(number: int, flat: dict[str, Any], ctx: Any, sink: Any) -> tup
     moved = Transfer(0.0, 0)
     try:
         here = replace(ctx, run=RunDir(local))
+        mirror = bucket.mirror(here.run.path) if bucket is not None else None
         if WARM_START_KEY in flat:
             parent = int(flat[WARM_START_KEY])
-            moved = fetch(sink, parent, here.run.trial_dir(parent))
+            folder = here.run.trial_dir(parent)
+            if mirror is not None:
+                moved = from_bucket(mirror, parent, folder)
+            else:
+                moved = fetch(sink, parent, folder)
         outcome = outcome_of(evaluate, number, flat, here)
         if outcome.result is not None:
-            shipped = ship(sink, number, here.run.trial_dir(number))
-            moved = Transfer(moved.seconds + shipped.seconds, moved.bytes + shipped.bytes)
+            folder = here.run.trial_dir(number)
+            sent = to_bucket(mirror, folder) if mirror is not None else ship(sink, number, folder)
+            moved = Transfer(moved.seconds + sent.seconds, moved.bytes + sent.bytes)
         return outcome, moved
     finally:
         shutil.rmtree(local, ignore_errors=True)
