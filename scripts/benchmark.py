@@ -917,8 +917,28 @@ def rank_table(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def replaced(rows: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` with `new` added: a system measured again on a dataset (`--append`) replaces its
+    earlier row, so a table can hold peers measured once and ours on the latest commit."""
+    again = {(row["dataset"], row["system"]) for row in new}
+    return [row for row in rows if (row["dataset"], row["system"]) not in again] + new
+
+
+def commits_line(table: pd.DataFrame) -> list[str]:
+    """Which commit measured which systems (rows kept by `--append` keep theirs)."""
+    if "commit" not in table:
+        return []
+    parts = []
+    for commit, group in table.groupby(table["commit"].fillna("?"), sort=False):
+        systems = ", ".join(sorted(set(group.system)))
+        datasets = ", ".join(dict.fromkeys(group.dataset))
+        parts.append(f"`{commit}`: {systems} on {datasets}")
+    return ["", "Measured on: " + "; ".join(parts) + ".", ""]
+
+
 def markdown(table: pd.DataFrame, budget: float) -> str:
     lines = [f"# Tabular benchmark, {budget:.0f} s budget, 80/20 split", ""]
+    lines += commits_line(table)
     peers = [p for p in PEERS if p in set(table.system)]
     peer_names = {"autogluon": "AutoGluon best_quality", "flaml": "FLAML"}
     lines.append(
@@ -1116,21 +1136,21 @@ def main() -> int:
     previous = Path(args.out) / f"{args.name}.csv"
     if args.append and previous.exists():
         rows = pd.read_csv(previous).to_dict("records")
+    commit = _commit()
     with tempfile.TemporaryDirectory(prefix="automl-bench-") as workroot:
         for spec in args.datasets:
-            rows.extend(
-                benchmark_dataset(
-                    spec,
-                    args.budget,
-                    args.threads,
-                    Path(workroot),
-                    cv,
-                    peers_python,
-                    args.half_budget,
-                    args.split_seed,
-                    tuple(args.search_args.split()),
-                )
+            measured = benchmark_dataset(
+                spec,
+                args.budget,
+                args.threads,
+                Path(workroot),
+                cv,
+                peers_python,
+                args.half_budget,
+                args.split_seed,
+                tuple(args.search_args.split()),
             )
+            rows = replaced(rows, [row | {"commit": commit} for row in measured])
             table = pd.DataFrame(rows)
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)

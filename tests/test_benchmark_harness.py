@@ -54,3 +54,28 @@ def test_a_system_no_better_than_trivial_stops_the_run(benchmark) -> None:  # no
     auc = [{"system": "lightgbm_default", "metric": "roc_auc", "test_score": 0.5}]
     with pytest.raises(SystemExit, match="lightgbm_default scored roc_auc 0.5000"):
         benchmark.check_beats_trivial("blood", auc, 0.5, greater_is_better=True)
+
+
+def test_appending_a_system_measured_again_replaces_its_row_and_names_its_commit(
+    benchmark,  # noqa: ANN001
+) -> None:
+    """`--append` keeps the peers measured once and replaces ours, measured on a newer commit;
+    the table says which commit measured which rows."""
+    import pandas as pd
+
+    old = [
+        {"dataset": "car", "system": "ours_ensemble", "test_score": 0.1, "commit": "aaa"},
+        {"dataset": "car", "system": "autogluon", "test_score": 0.2, "commit": "aaa"},
+        {"dataset": "adult", "system": "ours_ensemble", "test_score": 0.9, "commit": "aaa"},
+    ]
+    new = [{"dataset": "car", "system": "ours_ensemble", "test_score": 0.05, "commit": "bbb"}]
+    rows = benchmark.replaced(old, new)
+    assert [(r["dataset"], r["system"], r["test_score"]) for r in rows] == [
+        ("car", "autogluon", 0.2),
+        ("adult", "ours_ensemble", 0.9),
+        ("car", "ours_ensemble", 0.05),
+    ]
+    line = benchmark.commits_line(pd.DataFrame(rows))[1]
+    assert line == (
+        "Measured on: `aaa`: autogluon, ours_ensemble on car, adult; `bbb`: ours_ensemble on car."
+    )
