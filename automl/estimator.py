@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
+import uuid
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,9 +27,11 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from automl.data import MIN_ROWS
 from automl.errors import UserInputError
+from automl.run_store import is_remote
 
 if TYPE_CHECKING:
     from automl.ensemble.build import Recipe
+    from automl.run import RunDir
 
 DEFAULT_RECIPES = "default"  # the recipes `automl ensemble` builds (`build.default_recipes`)
 
@@ -69,6 +73,7 @@ class _AutoMLEstimator(BaseEstimator):
     """What the classifier and the regressor share; `_task` says which they are."""
 
     _task = "regression"
+    run_dir_: Path | str  # set by `fit`: a folder, or a URL in object storage
 
     def __init__(
         self,
@@ -115,10 +120,9 @@ class _AutoMLEstimator(BaseEstimator):
     # ---------------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any) -> _AutoMLEstimator:  # noqa: N803 (scikit-learn's names)
         """Search, ensemble and keep the best model by validation score; returns self."""
-        import time
-
         from automl.ensemble.build import recipes_from
         from automl.refit import refit_best
+        from automl.run import RunDir
         from automl.search.loop import run_search
 
         if y is None:
@@ -173,13 +177,17 @@ class _AutoMLEstimator(BaseEstimator):
                 threads=self.n_jobs,
                 progress=print if self.verbose else (lambda line: None),
             )
-            self._build_ensembles(out, recipes)
+            # A run in object storage: its local cache, brought up to date, and sent back.
+            run = RunDir(out, storage_url=self.storage)
+            self._build_ensembles(run, recipes)
             if self.refit:
                 deadline = started + self.time_budget if self.time_budget is not None else None
-                refit_best(out, data=data, deadline=deadline, threads=self.n_jobs)
+                refit_best(run, data=data, deadline=deadline, threads=self.n_jobs)
+            run.publish()
+            self._attach(run)
         except UserInputError as exc:
             raise ValueError(str(exc)) from None
-        self._attach(out)
+        self.run_dir_ = out  # where `automl.load` and the CLI find it again
         self.n_features_in_ = frame.shape[1]
         if named:
             self.feature_names_in_ = np.asarray(frame.columns, dtype=object)
@@ -213,13 +221,16 @@ class _AutoMLEstimator(BaseEstimator):
             return "regression"
         return "binary" if len(np.unique(target)) == 2 else "multiclass"
 
-    def _new_run_dir(self) -> Path:
-        """A fresh run directory: inside `run_dir` (kept), or a temporary one that goes when
-        this estimator does."""
+    def _new_run_dir(self) -> Path | str:
+        """A fresh run directory: inside `run_dir` (kept; in object storage, a URL), or a
+        temporary one that goes when this estimator does."""
         if self.run_dir is None:
             path = Path(tempfile.mkdtemp(prefix="automl-fit-"))
             weakref.finalize(self, shutil.rmtree, path, ignore_errors=True)
             return path / "run"
+        if is_remote(self.run_dir):  # listing a bucket to number the fits costs a request
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+            return f"{str(self.run_dir).rstrip('/')}/fit-{stamp}-{uuid.uuid4().hex[:6]}"
         parent = Path(self.run_dir)
         try:
             parent.mkdir(parents=True, exist_ok=True)
@@ -228,23 +239,21 @@ class _AutoMLEstimator(BaseEstimator):
         number = 1 + max((int(p.name[4:]) for p in parent.glob("fit-[0-9]*")), default=0)
         return parent / f"fit-{number:03d}"
 
-    def _build_ensembles(self, out: Path, recipes: list[Recipe]) -> None:
+    def _build_ensembles(self, run: RunDir, recipes: list[Recipe]) -> None:
         """The recipes `ensemble` names, each scored honestly; `_attach` then takes the best
         of them and of the single trials, as `automl ensemble` and `automl.load` do."""
         from automl.ensemble.build import build_ensemble
         from automl.report import write_leaderboard
-        from automl.run import RunDir
 
-        run = RunDir(out, storage_url=self.storage)
         for recipe in recipes:
             build_ensemble(run, recipe)
         write_leaderboard(run)
 
-    def _attach(self, out: Path, which: str = "best") -> None:
+    def _attach(self, run: RunDir, which: str = "best") -> None:
         from automl.predict import load_predictor
 
-        self.predictor_ = load_predictor(out, which=which)
-        self.run_dir_ = Path(out)
+        self.predictor_ = load_predictor(run, which=which)
+        self.run_dir_ = run.path
         self.best_model_ = self.predictor_.name
         if self._task != "regression":
             self.classes_ = np.asarray(self.predictor_.classes)
@@ -307,7 +316,8 @@ class AutoMLClassifier(ClassifierMixin, _AutoMLEstimator):
     to join; default a local Ray), `storage` (a
     SQLAlchemy URL for the study, such as PostgreSQL; default the run directory's SQLite),
     `n_jobs` (threads per trial; default all cores), `test_size` (rows held out to score the
-    result honestly), `seed`, `run_dir` (a folder that keeps each fit's run directory;
+    result honestly), `seed`, `run_dir` (a folder that keeps each fit's run directory, or
+    object storage such as "s3://bucket/fits" with the study in PostgreSQL as `storage`;
     default a temporary one). The model kept is the best ensemble or trial by honest
     validation score (`automl.load`'s rule).
     """
@@ -344,7 +354,7 @@ def from_run(run_dir: str | Path, which: str = "best") -> _AutoMLEstimator:
     estimator: _AutoMLEstimator = (
         AutoMLRegressor() if info["task"] == "regression" else AutoMLClassifier()
     )
-    estimator._attach(run.path, which)
+    estimator._attach(run, which)
     columns = Schema.from_dict(info["schema"]).input_columns
     estimator.feature_names_in_ = np.asarray(columns, dtype=object)
     estimator.n_features_in_ = len(columns)

@@ -118,10 +118,12 @@ class Predictor:
         return out
 
 
-def load_predictor(run_dir: str | Path, which: str = "best", refit: bool = True) -> Predictor:
+def load_predictor(
+    run_dir: str | Path | RunDir, which: str = "best", refit: bool = True
+) -> Predictor:
     """`best`, `best_single`, or a trial number (see `choose`); with `refit`, each member's
     models refit on every row where `automl.refit` made them, else the search's own."""
-    run = RunDir(run_dir)
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     name, members, how = choose(run, which)
     return Predictor(run, members, name, refit=refit, **how)
 

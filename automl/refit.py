@@ -211,16 +211,17 @@ def refit_members(
 
 
 def refit_best(
-    run_dir: str | Path,
+    run_dir: str | Path | RunDir,
     data: DataSource | None = None,
     deadline: float | None = None,
     say: Callable[[str], None] = lambda _: None,
     threads: int | None = None,
 ) -> dict[int, str]:
-    """Refit the members of what `load(run_dir, "best")` chooses (see `refit_members`)."""
+    """Refit the members of what `load(run_dir, "best")` chooses (see `refit_members`); an
+    open `RunDir` keeps the storage URL its caller holds (with its password)."""
     from automl.predict import choose
 
-    run = RunDir(run_dir)
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     _, members, _ = choose(run, "best")
     by_weight = sorted(members, key=lambda m: -m[2])
     numbers = [number for number, _, _ in by_weight]

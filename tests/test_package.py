@@ -111,6 +111,45 @@ def test_fit_keeps_a_run_directory_that_load_gives_back_fitted(tmp_path: Path) -
     assert est.run_dir_.name == "fit-002" and (tmp_path / "fits" / "fit-001").is_dir()
 
 
+def test_an_estimator_keeps_its_fits_in_object_storage(
+    tmp_path: Path,
+    s3_bucket: dict,
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`run_dir="s3://..."` with the study in PostgreSQL: the fit (search, ensembles, refit)
+    lands in the bucket, and `automl.load` from an empty cache (another machine) predicts the
+    same."""
+    for key, value in s3_bucket["env"].items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AUTOML_CACHE", str(tmp_path / "cache-fit"))
+    x, y = _blood()
+    fits = f"{s3_bucket['url']}/fits"
+    est = automl.AutoMLClassifier(trials=2, space="linear", run_dir=fits, storage=postgres_url)
+    est.fit(x, y)
+    assert isinstance(est.run_dir_, str) and est.run_dir_.startswith(f"{fits}/fit-")
+    from urllib.parse import urlsplit
+
+    # Another machine: an empty cache, and the password given the standard way (run.json
+    # keeps the URL without it).
+    monkeypatch.setenv("AUTOML_CACHE", str(tmp_path / "cache-load"))
+    monkeypatch.setenv("AUTOML_STORAGE_PASSWORD", str(urlsplit(postgres_url).password))
+    loaded = automl.load(est.run_dir_)
+    assert loaded.name == est.name
+    np.testing.assert_array_equal(loaded.predict_proba(x), est.predict_proba(x))
+    import boto3
+
+    client = boto3.client("s3", **s3_bucket["client"])
+    prefix = est.run_dir_.removeprefix(f"{s3_bucket['url']}/") + "/"
+    listed = client.list_objects_v2(Bucket=s3_bucket["bucket"], Prefix=prefix)["Contents"]
+    keys = {o["Key"].removeprefix(prefix) for o in listed}
+    assert {"run.json", "leaderboard.csv"} <= keys
+    assert any(k.startswith("ensembles/") for k in keys)
+    assert any("/refit/" in k for k in keys)  # the refit's models too
+    with pytest.raises(ValueError, match="give storage a postgresql:// URL"):
+        automl.AutoMLClassifier(trials=1, space="linear", run_dir=fits).fit(x, y)
+
+
 def test_run_search_takes_a_dataframe_and_resumes_only_on_the_same_one(tmp_path: Path) -> None:
     x, y = _blood()
     frame = x.assign(Class=y)

@@ -63,8 +63,10 @@ def test_refit_models_saw_every_row_with_the_counts_early_stopping_chose(
     assert all(0 < s < 400 for s in stopped)  # early stopping did stop every fold
     result = read_json(run.trial_dir(lgbm) / "result.json")
     # One model's kept rounds, its save and load (`test_a_refit_is_reserved_for_...`): less
-    # than the five fold fits.
-    assert 0 < result["refit_seconds"] < result["fit_seconds"]
+    # than the five fold fits, which on 598 rows take about 0.1 s, so a busy machine (the
+    # suite's other worker) can turn the order of two such small times (measured 0.22 s
+    # against 0.12 s once): the bound allows a second's noise.
+    assert 0 < result["refit_seconds"] < max(result["fit_seconds"], 1.0)
     booster = joblib.load(run.refit_dir(lgbm) / "model.joblib").estimator
     assert booster.n_estimators == round(np.mean(stopped))
     assert booster.booster_.num_trees() == round(np.mean(stopped))  # no early stop in refit
