@@ -187,7 +187,6 @@ class _AutoMLEstimator(BaseEstimator):
             self._attach(run)
         except UserInputError as exc:
             raise ValueError(str(exc)) from None
-        self.run_dir_ = out  # where `automl.load` and the CLI find it again
         self.n_features_in_ = frame.shape[1]
         if named:
             self.feature_names_in_ = np.asarray(frame.columns, dtype=object)
@@ -253,7 +252,8 @@ class _AutoMLEstimator(BaseEstimator):
         from automl.predict import load_predictor
 
         self.predictor_ = load_predictor(run, which=which)
-        self.run_dir_ = run.path
+        # Where `automl.load` and the CLI find the run again: its URL in object storage.
+        self.run_dir_ = run.location if run.mirror is not None else run.path
         self.best_model_ = self.predictor_.name
         if self._task != "regression":
             self.classes_ = np.asarray(self.predictor_.classes)

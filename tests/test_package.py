@@ -135,7 +135,7 @@ def test_an_estimator_keeps_its_fits_in_object_storage(
     monkeypatch.setenv("AUTOML_CACHE", str(tmp_path / "cache-load"))
     monkeypatch.setenv("AUTOML_STORAGE_PASSWORD", str(urlsplit(postgres_url).password))
     loaded = automl.load(est.run_dir_)
-    assert loaded.name == est.name
+    assert loaded.name == est.name and loaded.run_dir_ == est.run_dir_  # the URL, not a cache
     np.testing.assert_array_equal(loaded.predict_proba(x), est.predict_proba(x))
     import boto3
 

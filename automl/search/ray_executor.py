@@ -258,9 +258,10 @@ def _tune(
     driver = StudyDriver(settings, executor=f"ray{where}", workers=workers)
     searcher = _searcher_class()(driver, _capacity(cpus_per_trial) if auto else None)
     resources = {"cpu": cpus_per_trial} | ({"gpu": gpus_per_trial} if gpus_per_trial else {})
-    sink = start_sink(run)  # where trials on other nodes send their files
-    # A run in object storage: trials on other nodes write to the bucket themselves.
+    # A run in object storage: trials on other nodes write to the bucket themselves; else
+    # they send their files to the sink on this node.
     bucket = Bucket(run.location, storage_env()) if run.mirror is not None else None
+    sink = start_sink(run) if bucket is None else None
     here = ray.get_runtime_context().get_node_id()
     trainable = tune.with_resources(
         tune.with_parameters(

@@ -205,12 +205,15 @@ class Bucket:
         return replace(Mirror.of(self.url), cache=folder)
 
 
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
 def to_bucket(mirror: Any, folder: Path) -> Transfer:
     """Write a trial's `folder` (inside the mirror's cache) straight to the bucket."""
     start = time.perf_counter()
     mirror.publish(folder)
-    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    return Transfer(time.perf_counter() - start, size)
+    return Transfer(time.perf_counter() - start, _size(folder))
 
 
 def from_bucket(mirror: Any, number: int, folder: Path) -> Transfer:
@@ -219,8 +222,7 @@ def from_bucket(mirror: Any, number: int, folder: Path) -> Transfer:
     mirror.pull(under=folder.relative_to(mirror.cache).as_posix())
     if not (folder / MANIFEST).exists():
         raise FileNotFoundError(f"{mirror.url}: trial {number} has no files in the bucket")
-    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    return Transfer(time.perf_counter() - start, size)
+    return Transfer(time.perf_counter() - start, _size(folder))
 
 
 def evaluate_away(
