@@ -23,9 +23,9 @@ POOL = 20  # the ensembles' default pool (`automl ensemble --top-k`)
 # benchmark) the refit skips the members whose time would pass the budget, and they keep
 # their search-time models.
 REFIT_MEMBERS = STACKING_POOL
-# Measured on this project's 2-core machine: `import tensorflow` takes ~7 s, paid once more
-# by each later process that refits or predicts with a network member.
-TF_IMPORT_SECONDS = 8.0
+# Measured on this project's 2-core machine: `import tensorflow` (or keras) takes 10.3-10.8 s,
+# paid once more by each later process that refits or predicts with a network member.
+TF_IMPORT_SECONDS = 11.0
 # Building the four recipes on out-of-fold predictions: 5.2 s on 39,073 rows x 6 trials
 # (adult, benchmarks/tabular_120s.md); with Nelder-Mead's evaluations of the metric in each of
 # the optimized recipe's eight fits, 3.1 s on phoneme's 4,323 rows x 10 trials, most of it
@@ -155,6 +155,31 @@ def after_search(
     )
     processes = min(PROCESS_START_SECONDS * later_processes, PROCESS_SHARE * budget)
     return Reserve(refit, predict, networks, ensembles, processes, MARGIN_SHARE * budget)
+
+
+def trial_seconds(
+    left: float,
+    reserve: Reserve,
+    rows: Rows,
+    budget: float,
+    uses_keras: bool,
+    measured: bool,
+    later_processes: int = 0,
+) -> float:
+    """The seconds a trial starting now may run, `left` being what remains before the reserve.
+
+    A network trial while no network is among the likely members (`reserve.networks` is 0) and
+    some trial was measured (`measured`: before that, the reserve stands in for any member)
+    would add what the reserve does not hold, should it become a member: TensorFlow's import in
+    each later process, and its own refit, one model trained on every row (the trial's time
+    over its models, scaled by the rows; at most `REFIT_SHARE` of the budget). Without this,
+    an MLP started after the trees on boston_housing trained for 66 s with nothing kept for
+    either, and the job took 134 s of 120."""
+    if not uses_keras or reserve.networks > 0 or not measured:
+        return left
+    left -= min(TF_IMPORT_SECONDS * max(1, later_processes), PROCESS_SHARE * budget)
+    share = rows.refit / max(rows.fit, 1) / max(rows.folds, 1)
+    return max(0.0, left / (1.0 + share), left - REFIT_SHARE * budget)
 
 
 def after_search_seconds(

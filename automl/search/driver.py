@@ -16,9 +16,9 @@ from automl.errors import stopped_by
 from automl.models import FAMILIES
 from automl.run import ENSEMBLE_ALLOWANCE_ATTR, SKIPPED_ATTR, RunDir
 from automl.search.attrs import set_user_attrs
-from automl.search.budget import Measured, Reserve, Rows, after_search
+from automl.search.budget import Measured, Reserve, Rows, after_search, trial_seconds
 from automl.search.dropping import DROPPED_ATTR, SKIPS_PER_ASK, FamilyDropper, skipped
-from automl.search.evaluate import TrialContext, TrialResult
+from automl.search.evaluate import DEADLINE_KEY, TrialContext, TrialResult
 from automl.search.fold_halving import FOLD_BAR_KEY, FOLD_SCORES_ATTR, fold_bars
 from automl.search.outcome import TrialOutcome
 from automl.search.progress import Progress, status_line
@@ -257,6 +257,18 @@ class StudyDriver:
                             self.metric.greater_is_better, self.later_processes,
                             self.networks_possible)  # fmt: skip
 
+    def _trial_deadline(self, family: str) -> float:
+        """When the trial about to start must end: before the reserve, and for the first
+        network, before what it would add to the reserve (`budget.trial_seconds`)."""
+        assert self.time_budget is not None
+        known = FAMILIES.get(family)
+        reserve = self._reserve()
+        left = self.time_budget - self.spent() - reserve.total
+        seconds = trial_seconds(left, reserve, self.rows, self.time_budget,
+                                bool(known and known.uses_keras), bool(self.measured),
+                                self.later_processes)  # fmt: skip
+        return time.time() + seconds
+
     def expected_seconds(self) -> float:
         """What the next trial will likely take: the median of the finished trials (0 before
         any). A trial that would not finish in the time left is not started, so the
@@ -297,6 +309,8 @@ class StudyDriver:
         bars = fold_bars(self.fold_scores, flat["family"] in self.families_done)
         if self.halve_folds and bars is not None:
             flat[FOLD_BAR_KEY] = bars
+        if self.time_budget is not None:
+            flat[DEADLINE_KEY] = self._trial_deadline(flat["family"])
         set_user_attrs(
             study,
             trial._trial_id,
@@ -440,7 +454,8 @@ class StudyDriver:
 
         trial.set_user_attr("interrupted", True)
         self.study.tell(trial, state=TrialState.FAIL)
-        budget_keys = (WARM_START_KEY, EPOCHS_KEY, FOLD_BAR_KEY)  # the driver sets these anew
+        # The driver sets these anew.
+        budget_keys = (WARM_START_KEY, EPOCHS_KEY, FOLD_BAR_KEY, DEADLINE_KEY)
         params = {k: v for k, v in flat.items() if k not in budget_keys}
         self.study.enqueue_trial(params, user_attrs=retry_attrs(trial))
         self._done(trial)

@@ -43,6 +43,11 @@ from automl.search.promotion import WARM_START_KEY
 from automl.space import EPOCHS_KEY, SearchSpace
 from automl.tensorboard import TENSORBOARD_DIR, write_hparams
 
+# The wall-clock time a trial must end by, set by the driver when it starts the trial (its
+# reserve, and a first network's own costs, move it); it travels with the configuration, so a
+# trial on a Ray worker keeps the same deadline as one in the driver's process.
+DEADLINE_KEY = "budget.deadline"
+
 
 @dataclass
 class TrialContext:
@@ -278,7 +283,7 @@ def _cross_fit(
             y[train_rows],
             x_train[held_rows],
             y[held_rows],
-            deadline=ctx.deadline,
+            deadline=_fold_deadline(ctx.deadline, k, ctx.n_models),
         )
         fold_seconds = time.perf_counter() - start
         fit_seconds += fold_seconds
@@ -320,6 +325,18 @@ def _cross_fit(
     )
 
 
+def _fold_deadline(deadline: float | None, k: int, folds: int) -> float | None:
+    """Fold `k`'s share of the time left to the trial's deadline. A trial that would run out
+    of time then trains every fold for less (networks and boosting stop at their deadline with
+    their best state) and completes; with the whole deadline on each fold, its first folds
+    took it all and the trial failed with nothing to show (boston_housing's first MLP: "ran
+    out after 3 of 5 folds")."""
+    if deadline is None:
+        return None
+    now = time.time()
+    return now + max(0.0, deadline - now) / max(1, folds - k)
+
+
 def _continued_from(flat: dict[str, Any], family: Family, ctx: TrialContext) -> dict[str, Any]:
     """For a network promoted from a lower rung: the trial it continues from and the epochs
     its weights had already trained (the lower rungs' own and inherited ones), which a refit
@@ -334,6 +351,8 @@ def _continued_from(flat: dict[str, Any], family: Family, ctx: TrialContext) -> 
 
 
 def evaluate(number: int, flat: dict[str, Any], ctx: TrialContext) -> TrialResult:
+    if DEADLINE_KEY in flat:  # this trial's own, from the driver as it started
+        ctx.deadline = float(flat[DEADLINE_KEY])
     config = ctx.space.config(flat)
     family = FAMILIES[config.family]
     if EPOCHS_KEY in flat and family.uses_keras:  # the searcher's epoch budget for this trial
