@@ -128,6 +128,40 @@ def test_lightgbm_stops_boosting_at_the_deadline() -> None:
     assert model.estimator.booster_.num_trees() == 1
 
 
+@pytest.mark.parametrize("family", ["random_forest", "extra_trees"])
+def test_a_forest_grows_until_its_deadline_and_its_refit_takes_what_it_grew(family: str) -> None:
+    """A forest cannot stop within a fit: it grows a tenth of its trees at a time while the
+    next tenth fits before the deadline. Given time, it is the same forest as one fit."""
+    data = load_dataset("builtin:breast_cancer", "target", seed=0)
+    encoder = fit_encoder("ordinal", data.schema, data.x_fit)
+    x_fit, x_test = transform(encoder, data.x_fit), transform(encoder, data.x_test)
+    ctx = BuildContext(task="binary", n_classes=2, threads=2)
+    cut = FAMILIES[family].build({"n_estimators": 5000}, ctx)
+    start = time.time()
+    cut.fit(x_fit, data.y_fit, None, None, deadline=start + 0.5)
+    grown = len(cut.estimator.estimators_)
+    assert 500 <= grown < 5000 and grown % 500 == 0
+    assert time.time() - start < 0.5 + 3.0  # at most the tenth that passed the estimate
+    assert cut.stopped_at() == {"n_estimators": grown}
+    assert get_metric("roc_auc", "binary")(data.y_test, cut.predict(x_test)) > 0.95
+    timed = FAMILIES[family].build({"n_estimators": 40}, ctx)
+    timed.fit(x_fit, data.y_fit, None, None, deadline=time.time() + 60)
+    whole = FAMILIES[family].build({"n_estimators": 40}, ctx)
+    whole.fit(x_fit, data.y_fit, None, None)
+    assert timed.stopped_at() == {} and not timed.estimator.warm_start
+    np.testing.assert_array_equal(timed.predict(x_test), whole.predict(x_test))
+
+
+def test_a_cross_fitted_trial_gives_each_fold_its_share_of_the_time_left() -> None:
+    from automl.search.evaluate import _fold_deadline
+
+    now = time.time()
+    assert _fold_deadline(now + 50.0, 0, 5) == pytest.approx(now + 10.0, abs=0.5)
+    assert _fold_deadline(now + 50.0, 4, 5) == pytest.approx(now + 50.0, abs=0.5)
+    assert _fold_deadline(now - 1.0, 2, 5) == pytest.approx(now, abs=0.5)
+    assert _fold_deadline(None, 0, 5) is None
+
+
 def test_dummy_baseline_predicts_the_class_prior_and_the_mean() -> None:
     from automl.models import BuildContext
 
