@@ -10,7 +10,7 @@ the same for all of them:
 - fidelities: `epochs`, and `subsample`, the share of the fit rows a trial trains on;
 - memory: each fit clears the Keras session, so hundreds of trials in one process stay flat.
 
-TensorFlow is imported lazily (it costs ~7 s), with its thread pools sized to the trial's CPU
+TensorFlow is imported lazily (it costs ~10 s here), with its thread pools sized to the trial's CPU
 allotment; a visible GPU is used with memory growth and mixed precision. Models are saved as
 `.keras` with only the main output and load with `safe_mode=True`; a diagram is saved where
 Graphviz is installed.
