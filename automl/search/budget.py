@@ -54,6 +54,10 @@ REFIT_SHARE = 0.4
 # 5-minute image job's first CNN trained until 2% of the budget was left, its search process
 # ended at 306 s, and the job at 347 s.
 UNCOSTED_SHARE = 0.1
+# What a measured search's next trial keeps for its own refit and predictions, as a share of
+# its time: a cross-fitted trial's refit (one model on every row) is about a quarter of its five
+# folds; a holdout trial's refit may be skipped, its predictions may not.
+OWN_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -143,8 +147,11 @@ def after_search(
     # A member whose refit alone passes the cap is never refit (the ensemble step skips it and
     # it keeps its search-time models): keeping time for it would only shorten the search.
     refit = min(sum(s for s in every_row if s <= cap), cap)
-    predict = sum(m.predict_seconds / per_model for m in likely)
-    uses_keras = any(m.uses_keras for m in likely)
+    # Any member of the pool can be chosen (the mean recipe takes them all): predicting with
+    # each, and TensorFlow's import where one is a network, are kept for the whole pool. On
+    # credit_g a mean of 11 members with two networks outside the best 5 took the job to 142 s.
+    predict = sum(m.predict_seconds / per_model for m in members)
+    uses_keras = any(m.uses_keras for m in members)
     networks = TF_IMPORT_SECONDS * max(1, later_processes) if uses_keras else 0.0
     # One member needs no weights: its ensembles cost next to nothing, and reserving for them
     # would leave a budget as small as the reserve no room for the first trial.
@@ -168,17 +175,22 @@ def trial_seconds(
 ) -> float:
     """The seconds a trial starting now may run, `left` being what remains before the reserve.
 
-    A network trial while no network is among the likely members (`reserve.networks` is 0) and
-    some trial was measured (`measured`: before that, the reserve stands in for any member)
-    would add what the reserve does not hold, should it become a member: TensorFlow's import in
-    each later process, and its own refit, one model trained on every row (the trial's time
-    over its models, scaled by the rows; at most `REFIT_SHARE` of the budget). Without this,
-    an MLP started after the trees on boston_housing trained for 66 s with nothing kept for
-    either, and the job took 134 s of 120."""
-    if not uses_keras or reserve.networks > 0 or not measured:
+    Once some trial was measured (`measured`; before that, the reserve stands in for any
+    member), a trial keeps room for what it would add to the reserve should it become a member:
+    its refit and predictions, at most `OWN_SHARE` of its own time (a forest whose five fold
+    models took 18 s on house_16H then took 16 s more to predict and save, and 10 s to
+    predict in `automl predict`). A network while no network is in the ensembles' pool
+    (`reserve.networks` is 0) also keeps TensorFlow's import in each later process and its
+    whole refit, one model trained on every row (the trial's time over its models, scaled by the
+    rows; at most `REFIT_SHARE` of the budget): without it, an MLP started after the trees on
+    boston_housing trained for 66 s, and the job took 134 s of 120."""
+    if not measured:
         return left
-    left -= min(TF_IMPORT_SECONDS * max(1, later_processes), PROCESS_SHARE * budget)
     share = rows.refit / max(rows.fit, 1) / max(rows.folds, 1)
+    if uses_keras and reserve.networks == 0:
+        left -= min(TF_IMPORT_SECONDS * max(1, later_processes), PROCESS_SHARE * budget)
+    else:
+        share = min(share, OWN_SHARE)
     return max(0.0, left / (1.0 + share), left - REFIT_SHARE * budget)
 
 

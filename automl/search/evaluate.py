@@ -269,6 +269,10 @@ def _cross_fit(
     stopped: list[dict[str, Any]] = []
     refit_seconds = 0.0
     scores: list[float] = []
+    if family.uses_keras:  # a process's first import (~10 s) is no fold's share of the time
+        from automl.models.keras_base import import_keras
+
+        import_keras(build_ctx.threads)
     for k, (train_rows, held_rows) in enumerate(ctx.folds()):
         if k and ctx.deadline is not None and time.time() >= ctx.deadline:
             raise TrialFailed(f"the time budget ran out after {k} of {ctx.n_models} folds")
