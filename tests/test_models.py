@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -136,9 +137,12 @@ def test_a_forest_grows_until_its_deadline_and_its_refit_takes_what_it_grew(fami
     encoder = fit_encoder("ordinal", data.schema, data.x_fit)
     x_fit, x_test = transform(encoder, data.x_fit), transform(encoder, data.x_test)
     ctx = BuildContext(task="binary", n_classes=2, threads=2)
-    cut = FAMILIES[family].build({"n_estimators": 5000}, ctx)
+    cut = FAMILIES[family].build({"n_estimators": 5000, "class_weight": "balanced"}, ctx)
     start = time.time()
-    cut.fit(x_fit, data.y_fit, None, None, deadline=start + 0.5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cut.fit(x_fit, data.y_fit, None, None, deadline=start + 0.5)
+    assert not [w for w in caught if "warm_start" in str(w.message)]  # same rows each time
     grown = len(cut.estimator.estimators_)
     assert 500 <= grown < 5000 and grown % 500 == 0
     assert time.time() - start < 0.5 + 3.0  # at most the tenth that passed the estimate

@@ -136,18 +136,23 @@ def _grow_forest(estimator: Any, x: np.ndarray, y: np.ndarray, deadline: float) 
     after 3 folds, 6 s past its time). Returns the trees grown when the deadline cut it, None
     when it grew them all (the same forest as one fit: `warm_start` draws the same seeds)."""
     import time
+    import warnings
 
     total = int(estimator.n_estimators)
     step = max(2 * max(1, int(estimator.n_jobs or 1)), -(-total // 10))
     estimator.set_params(warm_start=True)
     start, grown = time.time(), 0
     try:
-        while grown < total:
-            if grown and time.time() + (time.time() - start) / grown * step > deadline:
-                break
-            grown = min(total, grown + step)
-            estimator.set_params(n_estimators=grown)
-            estimator.fit(x, y)
+        with warnings.catch_warnings():
+            # Balanced class weights warn under `warm_start` in case the data changes between
+            # fits; here every fit sees the same rows.
+            warnings.filterwarnings("ignore", message="class_weight presets", category=UserWarning)
+            while grown < total:
+                if grown and time.time() + (time.time() - start) / grown * step > deadline:
+                    break
+                grown = min(total, grown + step)
+                estimator.set_params(n_estimators=grown)
+                estimator.fit(x, y)
     finally:
         estimator.set_params(warm_start=False)
     return grown if grown < total else None

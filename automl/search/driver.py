@@ -258,8 +258,8 @@ class StudyDriver:
                             self.networks_possible)  # fmt: skip
 
     def _trial_deadline(self, family: str) -> float:
-        """When the trial about to start must end: before the reserve, and for the first
-        network, before what it would add to the reserve (`budget.trial_seconds`)."""
+        """When the trial about to start must end: before the reserve, less what the trial
+        would add to it as a member (`budget.trial_seconds`)."""
         assert self.time_budget is not None
         known = FAMILIES.get(family)
         reserve = self._reserve()
