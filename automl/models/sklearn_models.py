@@ -35,6 +35,7 @@ class SklearnModel:
         n_classes: int,
         uses_validation: bool = False,
         categorical: list[int] | None = None,
+        forest: bool = False,
     ) -> None:
         self.estimator = estimator
         self.task = task
@@ -42,6 +43,9 @@ class SklearnModel:
         self.uses_validation = uses_validation
         # Columns of integer category codes LightGBM splits on natively (None: as numbers).
         self.categorical = categorical
+        # A forest grows to a deadline a tenth of its trees at a time (`_grow_forest`).
+        self.forest = forest
+        self.grown: int | None = None  # the trees it grew, when a deadline cut it
 
     def fit(self, x, y, x_val, y_val, deadline=None):  # noqa: ANN001, ANN201
         """`x_val` None (a refit on every row): fit the configuration as given, no stopping."""
@@ -63,7 +67,7 @@ class SklearnModel:
             stopping = getattr(self.estimator, "early_stopping", False) in (True, "auto")
             if stopping and self.task != "regression" and _single_row_class(y):
                 self.estimator.set_params(early_stopping=False)
-            if deadline is not None and _is_forest(self.estimator):
+            if deadline is not None and self.forest:
                 self.grown = _grow_forest(self.estimator, x, y, deadline)
             else:
                 self.estimator.fit(x, y, **native)
@@ -73,7 +77,7 @@ class SklearnModel:
         """The iteration count early stopping chose, as parameters a refit without validation
         rows trains with: LightGBM's best iteration, histogram GB's iterations run, the trees
         a forest grew before its deadline."""
-        if getattr(self, "grown", None) is not None:
+        if getattr(self, "grown", None) is not None:  # a model saved before `grown` has none
             return {"n_estimators": self.grown}
         best = getattr(self.estimator, "best_iteration_", None)
         if self.uses_validation and best:
@@ -123,12 +127,6 @@ def _deadline(deadline: float | None):  # noqa: ANN202
     return callback
 
 
-def _is_forest(estimator: Any) -> bool:
-    from sklearn.ensemble._forest import BaseForest
-
-    return isinstance(estimator, BaseForest)
-
-
 def _grow_forest(estimator: Any, x: np.ndarray, y: np.ndarray, deadline: float) -> int | None:
     """Grow a forest a tenth of its trees at a time while the next tenth fits before
     `deadline`: a forest cannot stop within a fit, and one fit of all its trees ran past a
@@ -173,7 +171,7 @@ def _forest(cls_name: str):  # noqa: ANN202
         if ctx.task == "regression":
             kwargs.pop("class_weight", None)
         estimator = estimator_cls(**kwargs, n_jobs=ctx.threads, random_state=ctx.seed)
-        return SklearnModel(estimator, ctx.task, ctx.n_classes)
+        return SklearnModel(estimator, ctx.task, ctx.n_classes, forest=True)
 
     return build
 

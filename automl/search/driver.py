@@ -242,10 +242,6 @@ class StudyDriver:
             return "trials"
         if self.time_budget is not None:
             self.reserve = self._reserve().total
-            # A trial started now must end before the reserve begins.
-            self.ctx.deadline = (
-                self.session_start + self.time_budget - self.spent_before - self.reserve
-            )
             left = self.time_budget - self.spent() - self.reserve
             if left <= 0 or left < self.expected_seconds():
                 return "budget"
@@ -272,7 +268,7 @@ class StudyDriver:
     def expected_seconds(self) -> float:
         """What the next trial will likely take: the median of the finished trials (0 before
         any). A trial that would not finish in the time left is not started, so the
-        budget holds for trials without a deadline of their own (forests) and nothing is spent
+        budget holds for trials without a deadline of their own (histogram GB) and nothing is spent
         on a trial cut short by it."""
         if not self.durations:
             return 0.0

@@ -94,13 +94,12 @@ def _worker_init(ctx: TrialContext) -> None:
 
 
 def _worker_trial(
-    number: int, flat: dict[str, Any], pruning: dict[str, Any] | None, deadline: float | None
+    number: int, flat: dict[str, Any], pruning: dict[str, Any] | None
 ) -> TrialOutcome:
     """Runs in the worker: evaluate, reporting each epoch to the study's pruner if asked."""
     ctx = _WORKER_CTX
     assert ctx is not None
     ctx.on_epoch = None
-    ctx.deadline = deadline  # the search's, as of this trial (its reserve moves it)
     if pruning is None:
         return outcome_of(evaluate, number, flat, ctx)
     import optuna
@@ -151,11 +150,7 @@ class KerasWorker:
         from concurrent.futures.process import BrokenProcessPool
 
         try:
-            return (
-                self._pool()
-                .submit(_worker_trial, number, flat, pruning, self.ctx.deadline)
-                .result()
-            )
+            return self._pool().submit(_worker_trial, number, flat, pruning).result()
         except BrokenProcessPool:
             self.close()
             return failed("TrialFailed: the Keras worker process died (killed: out of memory?)")
