@@ -157,13 +157,13 @@ def test_a_forest_grows_until_its_deadline_and_its_refit_takes_what_it_grew(fami
 
 
 def test_a_cross_fitted_trial_gives_each_fold_its_share_of_the_time_left() -> None:
-    from automl.search.evaluate import _fold_deadline
+    from automl.search.evaluate import fold_deadline
 
     now = time.time()
-    assert _fold_deadline(now + 50.0, 0, 5) == pytest.approx(now + 10.0, abs=0.5)
-    assert _fold_deadline(now + 50.0, 4, 5) == pytest.approx(now + 50.0, abs=0.5)
-    assert _fold_deadline(now - 1.0, 2, 5) == pytest.approx(now, abs=0.5)
-    assert _fold_deadline(None, 0, 5) is None
+    assert fold_deadline(now + 50.0, 0, 5) == pytest.approx(now + 10.0, abs=0.5)
+    assert fold_deadline(now + 50.0, 4, 5) == pytest.approx(now + 50.0, abs=0.5)
+    assert fold_deadline(now - 1.0, 2, 5) == pytest.approx(now, abs=0.5)
+    assert fold_deadline(None, 0, 5) is None
 
 
 def test_dummy_baseline_predicts_the_class_prior_and_the_mean() -> None:

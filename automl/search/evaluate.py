@@ -287,7 +287,7 @@ def _cross_fit(
             y[train_rows],
             x_train[held_rows],
             y[held_rows],
-            deadline=_fold_deadline(ctx.deadline, k, ctx.n_models),
+            deadline=fold_deadline(ctx.deadline, k, ctx.n_models),
         )
         fold_seconds = time.perf_counter() - start
         fit_seconds += fold_seconds
@@ -329,7 +329,7 @@ def _cross_fit(
     )
 
 
-def _fold_deadline(deadline: float | None, k: int, folds: int) -> float | None:
+def fold_deadline(deadline: float | None, k: int, folds: int) -> float | None:
     """Fold `k`'s share of the time left to the trial's deadline. A trial that would run out
     of time then trains every fold for less (networks and boosting stop at their deadline with
     their best state) and completes; with the whole deadline on each fold, its first folds
