@@ -219,6 +219,7 @@ def test_the_refit_reserve_is_capped_so_slow_networks_leave_the_search_time() ->
         ENSEMBLE_SECONDS,
         MARGIN_SHARE,
         REFIT_SHARE,
+        SEARCH_END_SECONDS,
         TF_IMPORT_SECONDS,
         Measured,
         Rows,
@@ -228,19 +229,22 @@ def test_the_refit_reserve_is_capped_so_slow_networks_leave_the_search_time() ->
     rows = Rows(train=40_000, fit=40_000, refit=60_000, folds=0)
     networks = [Measured(0.3 + i / 100, 500.0, 2.0, True, 300.0) for i in range(5)]
     rest = TF_IMPORT_SECONDS + 5 * 2.0 + ENSEMBLE_SECONDS + 2.2e-5 * 40_000 * 5
-    rest += MARGIN_SHARE * 1800
+    rest += MARGIN_SHARE * 1800 + SEARCH_END_SECONDS
     assert after_search_seconds(networks, rows, 1800, False) == pytest.approx(
         REFIT_SHARE * 1800 + rest
     )
     trees = [Measured(0.3, 4.0, 0.1, False, 2.0), Measured(0.4, 4.0, 0.1, False, 2.0)]
     cheap = after_search_seconds(trees, Rows(1000, 1000, 1500, 0), 120, False)
-    assert cheap == pytest.approx(2 * (3.0 + 0.1) + ENSEMBLE_SECONDS + 2.2e-5 * 1000 * 2 + 2.4)
+    margin = 2.4 + SEARCH_END_SECONDS
+    assert cheap == pytest.approx(2 * (3.0 + 0.1) + ENSEMBLE_SECONDS + 2.2e-5 * 1000 * 2 + margin)
     # Before a second member there are no weights to fit: a 4 s budget still runs a trial.
     assert after_search_seconds(trees[:1], Rows(1000, 1000, 1500, 0), 120, False) == (
-        pytest.approx(3.0 + 0.1 + 2.4)
+        pytest.approx(3.0 + 0.1 + margin)
     )
     # Before any trial: a tenth of the budget for the unmeasured member, and the margin.
-    assert after_search_seconds([], Rows(1000, 1000, 1500, 0), 4, False) == pytest.approx(0.48)
+    assert after_search_seconds([], Rows(1000, 1000, 1500, 0), 4, False) == pytest.approx(
+        0.48 + SEARCH_END_SECONDS
+    )
 
 
 def test_before_any_trial_the_reserve_keeps_the_later_processes_and_tensorflow() -> None:
@@ -251,6 +255,7 @@ def test_before_any_trial_the_reserve_keeps_the_later_processes_and_tensorflow()
     from automl.search.budget import (
         MARGIN_SHARE,
         PROCESS_START_SECONDS,
+        SEARCH_END_SECONDS,
         TF_IMPORT_SECONDS,
         UNCOSTED_SHARE,
         Rows,
@@ -260,7 +265,8 @@ def test_before_any_trial_the_reserve_keeps_the_later_processes_and_tensorflow()
     rows = Rows(16_000, 16_000, 20_000, 0)
     images = after_search([], rows, 300, False, later_processes=2, networks_possible=True)
     starts = 2 * PROCESS_START_SECONDS + 2 * TF_IMPORT_SECONDS
-    assert images.total == pytest.approx((UNCOSTED_SHARE + MARGIN_SHARE) * 300 + starts)
+    end = SEARCH_END_SECONDS
+    assert images.total == pytest.approx((UNCOSTED_SHARE + MARGIN_SHARE) * 300 + starts + end)
     trees = after_search([], rows, 300, False, later_processes=2)
     assert trees.processes == pytest.approx(2 * PROCESS_START_SECONDS)
     small = after_search([], rows, 8, False, later_processes=2, networks_possible=True)
@@ -321,6 +327,49 @@ def test_a_first_network_after_the_trees_keeps_its_import_and_its_refit() -> Non
     assert cnn == pytest.approx(1700.0 - 2 * TF_IMPORT_SECONDS - REFIT_SHARE * 1800)
     second_cnn = trial_seconds(1000.0, with_net, images, 1800, True, True, 2)
     assert second_cnn == pytest.approx(1000.0 / 1.25)  # its refit may be skipped: OWN_SHARE
+    # At 60 s the imports are kept whole (22 s), not a quarter of the budget (15 s): credit_g's
+    # job took 65 s with the cap.
+    short = after_search(trees, rows, 60, False, later_processes=2)
+    assert trial_seconds(40.0, short, rows, 60, True, True, 2) == pytest.approx(
+        (40.0 - 2 * TF_IMPORT_SECONDS) / (1 + 404 / 323 / 5)
+    )
+
+
+def test_no_network_starts_once_the_time_left_cannot_pay_for_its_import(tmp_path: Path) -> None:
+    """With 25 s for the whole search, once the first linear trial is measured an MLP would
+    get about 5 s: less than TensorFlow's import and `MIN_NETWORK_SECONDS` of training. No
+    network trial starts, the log says why, and the time goes to the linear family."""
+    import optuna
+
+    from automl.run import STUDY_NAME
+    from automl.search.loop import run_search
+    from tests.conftest import FAST_LINEAR, FAST_MLP, write_space
+
+    lines: list[str] = []
+    summary = run_search(
+        data="builtin:breast_cancer",
+        target="target",
+        out=tmp_path / "run",
+        time_budget=25,
+        spaces=[
+            write_space(tmp_path, "lin.yaml", FAST_LINEAR),
+            write_space(tmp_path, "mlp.yaml", FAST_MLP),
+        ],  # fmt: skip
+        threads=1,
+        cv=0,
+        seed=0,
+        progress=lines.append,
+    )
+    storage = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    trials = optuna.load_study(study_name=STUDY_NAME, storage=storage).trials
+    ran = [t for t in trials if "skipped" not in t.user_attrs]
+    assert {t.params["family"] for t in ran} == {"linear"}
+    assert len(ran) >= 2 and summary.finished == len(ran) and summary.failed == 0
+    said = [line for line in lines if line.startswith("no more network trials (mlp): ")]
+    assert len(said) == 1, lines
+    assert "s, under the 21 s it needs (TensorFlow's import, then training)" in said[0]
+    skipped = [t for t in trials if t.user_attrs.get("skipped")]
+    assert all(t.params["family"] == "mlp" and t.state.name == "PRUNED" for t in skipped)
 
 
 def test_a_job_of_three_processes_keeps_their_starts_and_leaves_the_ensemble_step_its_share() -> (

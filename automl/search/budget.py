@@ -33,11 +33,15 @@ TF_IMPORT_SECONDS = 11.0
 # suite's second worker), which a reserve must cover.
 ENSEMBLE_SECONDS = 4.0
 ENSEMBLE_SECONDS_PER_ROW_MEMBER = 2.2e-5
-# Starting one more Python process of the job and importing what it needs (pandas,
-# scikit-learn, LightGBM, CatBoost, the project): measured 3.5 s on this project's 2-core
-# machine (`import automl.cli, automl.ensemble.build, automl.refit, automl.predict, lightgbm,
-# sklearn.ensemble`).
-PROCESS_START_SECONDS = 3.5
+# Starting one more Python process of the job, importing what it needs (pandas, scikit-learn,
+# LightGBM, CatBoost, the project) and loading the members' models: on this project's 2-core
+# machine the imports take 3.2-3.6 s (`import automl.cli, automl.ensemble.build, automl.refit,
+# automl.predict, lightgbm, sklearn.ensemble`) and loading credit_g's four members 1.8 s more
+# (`automl predict` took 5.7-7.0 s on its 200 rows; with 3.5 s kept, its 60-s job took 64 s).
+PROCESS_START_SECONDS = 4.5
+# The search's own end after its last trial (the summary, the leaderboard, closing the study):
+# 1.3 s on adult's 39,073 rows.
+SEARCH_END_SECONDS = 1.0
 PROCESS_SHARE = 0.25  # at most this share of the budget (a 4 s job cannot keep 7 s for them)
 # Writing files, loading the chosen models, the unexpected: a share of the budget.
 MARGIN_SHARE = 0.02
@@ -54,6 +58,11 @@ REFIT_SHARE = 0.4
 # 5-minute image job's first CNN trained until 2% of the budget was left, its search process
 # ended at 306 s, and the job at 347 s.
 UNCOSTED_SHARE = 0.1
+# The least training time a network trial is started with, beyond TensorFlow's import in its
+# own process. With less, its folds train a few epochs each or it runs out of time: on credit_g
+# at 60 s an MLP started with about 12 s left spent them importing TensorFlow and failed after
+# its first fold.
+MIN_NETWORK_SECONDS = 10.0
 # What a measured search's next trial keeps for its own refit and predictions, as a share of
 # its time: a cross-fitted trial's refit (one model on every row) is about a quarter of its five
 # folds; a holdout trial's refit may be skipped, its predictions may not.
@@ -110,6 +119,11 @@ class Reserve:
         return self.total - self.predict - self.networks / 2 - self.processes / 2
 
 
+def margin(budget: float) -> float:
+    """Writing files, loading models, the unexpected, and the search's own end."""
+    return MARGIN_SHARE * budget + SEARCH_END_SECONDS
+
+
 def after_search(
     done: list[Measured],
     rows: Rows,
@@ -135,7 +149,7 @@ def after_search(
             networks=0.0,
             ensembles=0.0,
             processes=min(starts, PROCESS_SHARE * budget),
-            margin=MARGIN_SHARE * budget,
+            margin=margin(budget),
         )
     members = pool(done, greater_is_better)
     likely = members[:REFIT_MEMBERS]
@@ -161,7 +175,7 @@ def after_search(
         else 0.0
     )
     processes = min(PROCESS_START_SECONDS * later_processes, PROCESS_SHARE * budget)
-    return Reserve(refit, predict, networks, ensembles, processes, MARGIN_SHARE * budget)
+    return Reserve(refit, predict, networks, ensembles, processes, margin(budget))
 
 
 def trial_seconds(
@@ -183,12 +197,15 @@ def trial_seconds(
     (`reserve.networks` is 0) also keeps TensorFlow's import in each later process and its
     whole refit, one model trained on every row (the trial's time over its models, scaled by the
     rows; at most `REFIT_SHARE` of the budget): without it, an MLP started after the trees on
-    boston_housing trained for 66 s, and the job took 134 s of 120."""
+    boston_housing trained for 66 s, and the job took 134 s of 120. The imports are kept in
+    full, never capped at a share of the budget: a network that joins the ensembles costs every
+    later process its import (capped at a quarter of 60 s, credit_g's job took 65 s); where
+    that leaves too little, the driver starts no more networks (`MIN_NETWORK_SECONDS`)."""
     if not measured:
         return left
     share = rows.refit / max(rows.fit, 1) / max(rows.folds, 1)
     if uses_keras and reserve.networks == 0:
-        left -= min(TF_IMPORT_SECONDS * max(1, later_processes), PROCESS_SHARE * budget)
+        left -= TF_IMPORT_SECONDS * max(1, later_processes)
     else:
         share = min(share, OWN_SHARE)
     return max(0.0, left / (1.0 + share), left - REFIT_SHARE * budget)

@@ -16,7 +16,15 @@ from automl.errors import stopped_by
 from automl.models import FAMILIES
 from automl.run import ENSEMBLE_ALLOWANCE_ATTR, SKIPPED_ATTR, RunDir
 from automl.search.attrs import set_user_attrs
-from automl.search.budget import Measured, Reserve, Rows, after_search, trial_seconds
+from automl.search.budget import (
+    MIN_NETWORK_SECONDS,
+    TF_IMPORT_SECONDS,
+    Measured,
+    Reserve,
+    Rows,
+    after_search,
+    trial_seconds,
+)
 from automl.search.dropping import DROPPED_ATTR, SKIPS_PER_ASK, FamilyDropper, skipped
 from automl.search.evaluate import DEADLINE_KEY, TrialContext, TrialResult
 from automl.search.fold_halving import FOLD_BAR_KEY, FOLD_SCORES_ATTR, fold_bars
@@ -132,6 +140,7 @@ class StudyDriver:
             if known is not None
         )
         self.families = FamilyDropper(study)  # those that keep failing here are dropped
+        self.networks_started = 0  # Keras trials started in this session (TensorFlow imported)
         self.failed_in_a_row = 0
         self.last_error = ""
         self.running: dict[int, tuple[str, float]] = {}
@@ -245,7 +254,35 @@ class StudyDriver:
             left = self.time_budget - self.spent() - self.reserve
             if left <= 0 or left < self.expected_seconds():
                 return "budget"
+            self._stop_networks_out_of_time()
+            if not self.families.allowed(self.space.family_names):
+                return "budget"
         return None
+
+    def _stop_networks_out_of_time(self) -> None:
+        """Start no more networks in this session once a network trial's time would not pay
+        for TensorFlow's import in its own process (until a network trial of this session has
+        imported it) and `MIN_NETWORK_SECONDS` of training: the time goes to the other
+        families. Not saved: a resumed search, with time of its own, may start them again."""
+        if not self.measured:
+            return
+        networks = [
+            name for name in self.families.allowed(self.space.family_names)
+            if (known := FAMILIES.get(name)) is not None and known.uses_keras
+        ]  # fmt: skip
+        if not networks:
+            return
+        seconds = self._trial_seconds(uses_keras=True)
+        needed = MIN_NETWORK_SECONDS + (0.0 if self.networks_started else TF_IMPORT_SECONDS)
+        if seconds >= needed:
+            return
+        why = (
+            f"the time left gives a network trial {seconds:.0f} s, under the {needed:.0f} s "
+            "it needs (TensorFlow's import, then training)"
+        )
+        for name in networks:
+            self.families.for_now[name] = why
+        self.say(f"no more network trials ({', '.join(networks)}): {why}")
 
     def _reserve(self) -> Reserve:
         assert self.time_budget is not None
@@ -256,14 +293,15 @@ class StudyDriver:
     def _trial_deadline(self, family: str) -> float:
         """When the trial about to start must end: before the reserve, less what the trial
         would add to it as a member (`budget.trial_seconds`)."""
-        assert self.time_budget is not None
         known = FAMILIES.get(family)
+        return time.time() + self._trial_seconds(bool(known and known.uses_keras))
+
+    def _trial_seconds(self, uses_keras: bool) -> float:
+        assert self.time_budget is not None
         reserve = self._reserve()
         left = self.time_budget - self.spent() - reserve.total
-        seconds = trial_seconds(left, reserve, self.rows, self.time_budget,
-                                bool(known and known.uses_keras), bool(self.measured),
-                                self.later_processes)  # fmt: skip
-        return time.time() + seconds
+        return trial_seconds(left, reserve, self.rows, self.time_budget, uses_keras,
+                             bool(self.measured), self.later_processes)  # fmt: skip
 
     def expected_seconds(self) -> float:
         """What the next trial will likely take: the median of the finished trials (0 before
@@ -292,7 +330,7 @@ class StudyDriver:
     def ask(self) -> tuple[Any, dict[str, Any]]:
         for _ in range(SKIPS_PER_ASK):
             trial, flat = self._propose()
-            if flat["family"] not in self.families.dropped:
+            if self.families.why(flat["family"]) is None:
                 break
             self._skip(trial, flat)
         else:
@@ -307,6 +345,8 @@ class StudyDriver:
             flat[FOLD_BAR_KEY] = bars
         if self.time_budget is not None:
             flat[DEADLINE_KEY] = self._trial_deadline(flat["family"])
+        known = FAMILIES.get(flat["family"])
+        self.networks_started += bool(known and known.uses_keras)
         set_user_attrs(
             study,
             trial._trial_id,
@@ -334,7 +374,7 @@ class StudyDriver:
         from optuna.trial import TrialState
 
         family = flat["family"]
-        set_user_attrs(self.study, trial._trial_id, {SKIPPED_ATTR: self.families.dropped[family]})
+        set_user_attrs(self.study, trial._trial_id, {SKIPPED_ATTR: self.families.why(family)})
         self.study.tell(trial, state=TrialState.PRUNED)
         self._tell_proposer(trial, None)
         allowed = self.families.allowed(self.space.family_names)

@@ -32,6 +32,9 @@ class FamilyDropper:
         from optuna.trial import TrialState
 
         self.dropped: dict[str, str] = dict(study.user_attrs.get(DROPPED_ATTR) or {})
+        # Families this session no longer starts, and why (the time left no longer pays for
+        # them). Never saved: a resumed search, with time of its own, may start them again.
+        self.for_now: dict[str, str] = {}
         self.failures: dict[str, int] = {}
         states = (TrialState.COMPLETE, TrialState.FAIL)
         for trial in study.get_trials(deepcopy=False, states=states):
@@ -55,5 +58,9 @@ class FamilyDropper:
         self.dropped[family] = f"its last {DROP_AFTER_FAILURES} trials failed (the last: {error})"
         return True
 
+    def why(self, family: str) -> str | None:
+        """Why `family` is not started, or None where it may be."""
+        return self.dropped.get(family) or self.for_now.get(family)
+
     def allowed(self, families: list[str]) -> list[str]:
-        return [f for f in families if f not in self.dropped]
+        return [f for f in families if self.why(f) is None]
