@@ -247,7 +247,9 @@ class SearchSpace:
     def defaults(self, networks_last: bool = False) -> list[dict[str, Any]]:
         """The flat configurations tried first: the portfolio's entries in order, then each
         family's defaults not already among them. `networks_last` moves the networks' entries
-        after the rest (for data with categorical columns, where trees usually win)."""
+        after the other families' defaults (for data with categorical columns, where trees
+        usually win), not after the portfolio's further configurations: behind those a short
+        search would never reach a network."""
         from automl.models import FAMILIES
 
         out: list[dict[str, Any]] = []
@@ -261,7 +263,12 @@ class SearchSpace:
             if flat not in out:
                 out.append(flat)
         if networks_last:
-            out.sort(key=lambda flat: FAMILIES[flat[FAMILY_KEY]].uses_keras)
+            plain = [i for i, flat in enumerate(out)
+                     if not FAMILIES[flat[FAMILY_KEY]].uses_keras
+                     and flat == self._flat({FAMILY_KEY: flat[FAMILY_KEY]})]  # fmt: skip
+            cut = plain[-1] + 1 if plain else 0
+            head = sorted(out[:cut], key=lambda flat: FAMILIES[flat[FAMILY_KEY]].uses_keras)
+            out = head + out[cut:]
         return out
 
     def _flat(self, entry: dict[str, Any]) -> dict[str, Any]:

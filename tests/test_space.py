@@ -36,11 +36,15 @@ def test_bundle_puts_families_under_one_choice() -> None:
         "mlp",
         "wide_deep",
     ]
-    # The portfolio (scripts/choose_portfolio.py): the defaults cheap first, networks last
-    # (wide & deep's default is not among them: `sampled_only`).
-    assert [f["family"] for f in space.defaults()] == [
-        "linear", "lightgbm", "extra_trees", "random_forest", "hist_gb", "catboost", "mlp"
-    ]  # fmt: skip
+    # The portfolio (scripts/choose_portfolio.py): the defaults cheap first, the MLP's, then
+    # six configurations greedy selection chose (wide & deep's default is not among them:
+    # `sampled_only`). On data with categorical columns the order is the same.
+    families = ["linear", "lightgbm", "hist_gb", "extra_trees", "random_forest", "catboost",
+                "mlp", "catboost", "lightgbm", "linear", "linear", "extra_trees",
+                "lightgbm"]  # fmt: skip
+    assert [f["family"] for f in space.defaults()] == families
+    assert space.defaults(networks_last=True) == space.defaults()
+    assert space.defaults()[7]["catboost.depth"] == 5
 
 
 def _bundle(tmp_path: Path, portfolio: str) -> Path:
@@ -76,6 +80,14 @@ def test_a_portfolio_is_tried_first_then_the_families_defaults(tmp_path: Path) -
     # Networks after the rest on data with categorical columns; the order otherwise kept.
     late = space.defaults(networks_last=True)
     assert [f["family"] for f in late] == ["linear", "lightgbm", "lightgbm", "linear", "mlp"]
+    # ... after the other families' defaults, not after the portfolio's further entries.
+    entries = ["{family: mlp}", "{family: lightgbm}", "{family: linear}",
+               "{family: lightgbm, num_leaves: 64}"]  # fmt: skip
+    path = _bundle(tmp_path, "portfolio:\n" + "".join(f"  - {e}\n" for e in entries))
+    late = SearchSpace.from_files([path]).defaults(networks_last=True)
+    assert [(f["family"], f.get("lightgbm.num_leaves")) for f in late] == [
+        ("lightgbm", 31), ("linear", None), ("mlp", None), ("lightgbm", 64)
+    ]  # fmt: skip
     again = SearchSpace.from_dict(space.to_dict())
     assert again.defaults() == flats  # run.json keeps the portfolio
 
@@ -218,7 +230,7 @@ def test_the_tabular_bundle_lets_the_sampler_propose_wide_and_deep() -> None:
 
     space = SearchSpace.from_files([space_path("tabular")])
     assert "wide_deep" in space.family_names and space.sampled_only == ["wide_deep"]
-    assert [f["family"] for f in space.defaults()][-1] == "mlp"
+    assert [f["family"] for f in space.defaults()].count("mlp") == 1
     assert "wide_deep" not in [f["family"] for f in space.defaults()]
     sampler = optuna.samplers.RandomSampler(seed=0)
     study = optuna.create_study(sampler=sampler)
