@@ -274,7 +274,8 @@ def compare_networks(args: argparse.Namespace) -> int:
              f"`python scripts/choose_portfolio.py --networks --max-rows {args.max_rows}`: "
              f"each network default {FOLDS}-fold cross-validated on the ten tabular datasets "
              f"(up to {args.max_rows} rows), as the portfolio's candidates were; the rank error "
-             "is among those 36 candidates and these three (0: the best there). Scores: the "
+             "is among the portfolio's candidates and these three (0: the best there). "
+             "Scores: the "
              "task's metric (AUC, log-loss, RMSE).", "",
              "| dataset | " + " | ".join(f"{c} score (rank error, s)" for c in ids) + " |",
              "|---|" + "---|" * len(ids)]  # fmt: skip
