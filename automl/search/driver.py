@@ -93,6 +93,12 @@ class SearchSettings:
     memory_limit_mb: float = 0.0  # the local executor's limit (`search.memory`); 0: none
 
 
+def is_network(family: str) -> bool:
+    """Whether `family` is a registered Keras family (an unknown name is not)."""
+    known = FAMILIES.get(family)
+    return known is not None and known.uses_keras
+
+
 class StudyDriver:
     """Proposes configurations and records outcomes in the study; knows when to stop."""
 
@@ -134,13 +140,9 @@ class StudyDriver:
         study.set_user_attr("workers", workers)
         self.max_failures_in_a_row = settings.max_failures_in_a_row
         self.later_processes = settings.later_processes
-        self.networks_possible = any(
-            known.uses_keras
-            for known in (FAMILIES.get(name) for name in space.family_names)
-            if known is not None
-        )
+        self.networks_possible = any(is_network(name) for name in space.family_names)
         self.families = FamilyDropper(study)  # those that keep failing here are dropped
-        self.networks_started = 0  # Keras trials started in this session (TensorFlow imported)
+        self.network_started = False  # a Keras trial of this session imported TensorFlow
         self.failed_in_a_row = 0
         self.last_error = ""
         self.running: dict[int, tuple[str, float]] = {}
@@ -186,13 +188,12 @@ class StudyDriver:
 
     @staticmethod
     def _measured(value: float, attrs: dict[str, Any], family: str) -> Measured:
-        known = FAMILIES.get(family)
         refit = attrs.get("refit_seconds")
         return Measured(
             float(value),
             float(attrs.get("fit_seconds") or 0.0),
             float(attrs.get("predict_seconds") or 0.0),
-            bool(known and known.uses_keras),
+            is_network(family),
             float(refit) if refit is not None else None,
         )
 
@@ -266,14 +267,12 @@ class StudyDriver:
         families. Not saved: a resumed search, with time of its own, may start them again."""
         if not self.measured:
             return
-        networks = [
-            name for name in self.families.allowed(self.space.family_names)
-            if (known := FAMILIES.get(name)) is not None and known.uses_keras
-        ]  # fmt: skip
+        networks = [name for name in self.families.allowed(self.space.family_names)
+                    if is_network(name)]  # fmt: skip
         if not networks:
             return
         seconds = self._trial_seconds(uses_keras=True)
-        needed = MIN_NETWORK_SECONDS + (0.0 if self.networks_started else TF_IMPORT_SECONDS)
+        needed = MIN_NETWORK_SECONDS + (0.0 if self.network_started else TF_IMPORT_SECONDS)
         if seconds >= needed:
             return
         why = (
@@ -293,8 +292,7 @@ class StudyDriver:
     def _trial_deadline(self, family: str) -> float:
         """When the trial about to start must end: before the reserve, less what the trial
         would add to it as a member (`budget.trial_seconds`)."""
-        known = FAMILIES.get(family)
-        return time.time() + self._trial_seconds(bool(known and known.uses_keras))
+        return time.time() + self._trial_seconds(is_network(family))
 
     def _trial_seconds(self, uses_keras: bool) -> float:
         assert self.time_budget is not None
@@ -345,8 +343,7 @@ class StudyDriver:
             flat[FOLD_BAR_KEY] = bars
         if self.time_budget is not None:
             flat[DEADLINE_KEY] = self._trial_deadline(flat["family"])
-        known = FAMILIES.get(flat["family"])
-        self.networks_started += bool(known and known.uses_keras)
+        self.network_started = self.network_started or is_network(flat["family"])
         set_user_attrs(
             study,
             trial._trial_id,
