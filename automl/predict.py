@@ -132,12 +132,10 @@ def choose(run: RunDir, which: str) -> tuple[str, list[tuple[int, str, float]], 
     """The model `which` names: (its name, its members as (trial, family, weight), how they
     combine).
 
-    `best` compares like with like: an ensemble's cross-validated score (each row scored by
-    an ensemble fit without it; see `ensemble.insight`) with the cross-validated score of
-    choosing the best single trial on the same folds (each fold scored by the trial best on
-    the other rows). The best single trial's own validation score is the best of many noisy
-    scores, so on small data it beats every ensemble by chance. The best ensemble that beats
-    choosing a single trial is chosen (`best_of`), else the best single trial by validation."""
+    `best` compares single trials by their validation score with ensembles by their
+    cross-validated one (each row scored by an ensemble fit without it; see
+    `ensemble.insight`), never by a score fit on the rows it is measured on; on a tie the
+    single model wins. An ensemble whose rows were too few to cross-validate is left out."""
     info = run.info()
     metric = METRICS[info["metric"]]
     trials = [r for r in load_trials(run) if r.status == "complete" and r.val_score is not None]
@@ -147,10 +145,9 @@ def choose(run: RunDir, which: str) -> tuple[str, list[tuple[int, str, float]], 
         if number not in family_of:
             raise UserInputError(f"{run.path}: no completed trial {number}")
         return f"trial {number}", [(number, family_of[number], 1.0)], {}
-    singles: list[Candidate] = [
+    candidates: list[tuple[float, str, list[tuple[int, str, float]], dict[str, Any]]] = [
         (cast(float, r.val_score), r.name, [(r.number, r.family, 1.0)], {}) for r in trials
     ]
-    ensembles: list[tuple[Candidate, float | None]] = []
     if which == "best":
         for ensemble in load_ensembles(run):
             honest = ensemble.get("honest_val_score")
@@ -161,35 +158,16 @@ def choose(run: RunDir, which: str) -> tuple[str, list[tuple[int, str, float]], 
             if ensemble.get("combiner", "weighted") != "weighted":
                 directory = run.ensemble_dir(ensemble["name"])
                 how["combiner"] = joblib.load(verify(directory, COMBINER_FILE))
-            single = ensemble.get("held_out", {}).get("single_score")
-            ensembles.append(((honest, f"ensemble-{ensemble['name']}", members, how), single))
+            candidates.append((honest, f"ensemble-{ensemble['name']}", members, how))
     elif which != "best_single":
         raise UserInputError(
             f"which must be 'best', 'best_single' or a trial number; got {which!r}"
         )
-    if not singles:
+    if not candidates:
         raise UserInputError(f"{run.path}: no completed trial to predict with")
-    _, name, members, how = best_of(singles, ensembles, metric.greater_is_better)
+    candidates.sort(key=lambda c: -c[0] if metric.greater_is_better else c[0])
+    _, name, members, how = candidates[0]
     return name, members, how
-
-
-Candidate = tuple[float, str, list[tuple[int, str, float]], dict[str, Any]]
-
-
-def best_of(
-    singles: list[Candidate],
-    ensembles: list[tuple[Candidate, float | None]],
-    greater_is_better: bool,
-) -> Candidate:
-    """The best of `ensembles` (each with its cross-validated score first, and the
-    cross-validated score of choosing a single trial on its folds) that beat choosing a single
-    trial; else the best of `singles` by validation. An ensemble without that second score
-    (saved before it existed) is ranked with the singles by its cross-validated score. On a
-    tie the single model wins."""
-    sign = 1.0 if greater_is_better else -1.0
-    beating = [c for c, single in ensembles if single is not None and sign * c[0] > sign * single]
-    legacy = [c for c, single in ensembles if single is None]
-    return max(beating or [*singles, *legacy], key=lambda c: sign * c[0])  # the first on a tie
 
 
 CHUNK_ROWS = 100_000

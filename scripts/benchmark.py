@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as futures
-import contextlib
 import json
 import multiprocessing
 import os
@@ -1054,12 +1053,6 @@ def main() -> int:
     parser.add_argument(
         "--search-args", default="", help="more flags for `automl search`, e.g. '--cv-repeats 1'"
     )
-    parser.add_argument(
-        "--keep-runs",
-        metavar="DIR",
-        help="keep each dataset's run directories under DIR (scripts/selection_rule.py reads "
-        "them) instead of a temporary directory",
-    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "benchmarks"))
     parser.add_argument("--name", default="tabular")
@@ -1144,8 +1137,7 @@ def main() -> int:
     if args.append and previous.exists():
         rows = pd.read_csv(previous).to_dict("records")
     commit = _commit()
-    kept = contextlib.nullcontext(args.keep_runs) if args.keep_runs else None
-    with kept or tempfile.TemporaryDirectory(prefix="automl-bench-") as workroot:
+    with tempfile.TemporaryDirectory(prefix="automl-bench-") as workroot:
         for spec in args.datasets:
             measured = benchmark_dataset(
                 spec,

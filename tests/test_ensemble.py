@@ -189,14 +189,6 @@ def test_insight_leave_one_out_correlation_and_held_out_gain() -> None:
     assert check["gains"][0] == pytest.approx(
         RMSE(y[held], members[best][held]) - RMSE(y[held], honest[held])
     )
-    # Choosing a single member, cross-validated on the same folds: each fold predicted by the
-    # member best on the other rows; the ensemble beats it, as it beats each fold's choice.
-    stitched = np.empty_like(y)
-    for fit_rows, held in parts:
-        chosen = int(np.argmin([RMSE.error(y[fit_rows], m[fit_rows]) for m in members]))
-        stitched[held] = members[chosen][held]
-    assert check["single_score"] == pytest.approx(RMSE(y, stitched))
-    assert check["single_score"] > RMSE(y, honest) + 0.05
     assert held_out_check(None, members, y, RMSE, None)["mean_gain"] is None  # too few rows
     assert honest_folds(y[:9], classification=False) is None
     assert signed_gain(RMSE, 0.4, 0.5) == pytest.approx(0.1)
@@ -377,25 +369,3 @@ def test_roc_auc_is_scikit_learns_with_and_without_ties() -> None:
     ):
         proba = np.column_stack([1 - scores, scores])
         assert METRICS["roc_auc"](y, proba) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
-
-
-def test_best_compares_ensembles_with_choosing_a_single_trial_scored_the_same_way() -> None:
-    """A single trial's validation score is the best of many: an ensemble is chosen when its
-    cross-validated score beats the cross-validated score of choosing one trial, even where
-    that trial's own validation score is higher; else the best single trial."""
-    from automl.predict import best_of
-
-    single = (0.90, "t0003-mlp", [(3, "mlp", 1.0)], {})
-    other = (0.85, "t0001-lightgbm", [(1, "lightgbm", 1.0)], {})
-    stacking = (0.88, "ensemble-stacking", [(3, "mlp", 0.5), (1, "lightgbm", 0.5)], {})
-    greedy = (0.87, "ensemble-greedy", [(1, "lightgbm", 1.0)], {})
-    # Choosing one trial scored 0.86 held out: both ensembles beat it; the better one wins.
-    assert best_of([single, other], [(greedy, 0.86), (stacking, 0.86)], True) is stacking
-    # Choosing one trial scored 0.88 held out: the stacking only ties it, the single wins.
-    assert best_of([single, other], [(greedy, 0.88), (stacking, 0.88)], True) is single
-    # An error metric (lower is better): 0.20 beats choosing one at 0.25.
-    low = (0.20, "ensemble-greedy", [], {})
-    assert best_of([(0.18, "t0000-lightgbm", [], {})], [(low, 0.25)], False) is low
-    # An ensemble saved before the second score: ranked with the singles, as before.
-    assert best_of([single], [(stacking, None)], True) is single
-    assert best_of([other], [(stacking, None)], True) is stacking
