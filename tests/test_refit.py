@@ -398,9 +398,7 @@ def test_a_job_of_three_processes_keeps_their_starts_and_leaves_the_ensemble_ste
     assert net.networks == pytest.approx(2 * TF_IMPORT_SECONDS)  # refit and predict import it
     # Predicting: two members' predictions (0.5 s over 5 folds each) and its process; the
     # margin (the search's end, the unexpected) is never the ensemble step's.
-    assert three.total - three.before_refit_ends == pytest.approx(
-        2 * 0.1 + PROCESS_START_SECONDS + margin(120)
-    )
+    assert three.after_ensemble_step == pytest.approx(2 * 0.1 + PROCESS_START_SECONDS + margin(120))
 
 
 def test_a_network_refit_is_measured_on_every_row_and_its_inherited_epochs() -> None:

@@ -113,13 +113,13 @@ class Reserve:
         )  # fmt: skip
 
     @property
-    def before_refit_ends(self) -> float:
-        """What the ensemble step (building the recipes, then the refit) may take: the
-        reserve less what predicting, in a process of its own, will need, and less the margin.
-        The margin is not the ensemble step's: the search's own end comes before that step's
-        process starts, from which its allowance counts, and the unexpected is left to the last
-        step. With the margin its own, credit_g's 60-s job took 62.2 s (predicting 6.2 s)."""
-        return self.total - self.predict - self.networks / 2 - self.processes / 2 - self.margin
+    def after_ensemble_step(self) -> float:
+        """What comes after the ensemble step (building the recipes, then the refit): what
+        predicting, in a process of its own, will need, and the margin. The margin is not the
+        ensemble step's: the search's own end comes before that step's process starts, from
+        which its allowance counts, and the unexpected is left to the last step. With the
+        margin its own, credit_g's 60-s job took 62.2 s (predicting 6.2 s)."""
+        return self.predict + self.networks / 2 + self.processes / 2 + self.margin
 
 
 def margin(budget: float) -> float:

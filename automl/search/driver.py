@@ -529,8 +529,7 @@ class StudyDriver:
             self.say(f"dropped family {family}: {why}")
         self.study.set_user_attr(SPENT_ATTR, self.spent())
         if self.time_budget is not None:  # what `automl ensemble` may take, in its process
-            reserve = self._reserve()
-            after_ensemble = reserve.total - reserve.before_refit_ends
+            after_ensemble = self._reserve().after_ensemble_step
             allowance = max(0.0, self.time_budget - self.spent() - after_ensemble)
             self.study.set_user_attr(ENSEMBLE_ALLOWANCE_ATTR, allowance)
         finished, failed = counts(self.study)
